@@ -1,0 +1,24 @@
+"""Stage `eda`: the exploratory analysis of the prepared records -> metrics/eda.json and plots/eda/."""
+
+from instruct_tune.cli import run_stage
+from instruct_tune.eda import compute_eda, write_eda_plots
+from instruct_tune.io import write_json
+from instruct_tune.params import load_params
+from instruct_tune.split import read_records
+
+RECORDS = "data/prepared/records.jsonl"
+
+
+def main() -> None:
+    params = load_params().eda
+    records = read_records(RECORDS)
+    metrics = compute_eda(records, params)
+    write_eda_plots(records, metrics, "plots/eda")
+    write_json("metrics/eda.json", metrics)
+    overall = metrics["overall"]
+    print(f"eda: {overall['records']} records, {overall['with_input']} with an input "
+          f"({overall['input_share']:.1%}), {len(overall['lda_topics'])} LDA topics")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,23 @@
+"""Stage `split`: stratified train / val / test -> data/split/{train,val,test}.jsonl and metrics/split.json."""
+
+from instruct_tune.cli import run_stage
+from instruct_tune.io import write_json, write_jsonl
+from instruct_tune.params import load_params
+from instruct_tune.split import read_records, stratified_split
+
+RECORDS = "data/prepared/records.jsonl"
+
+
+def main() -> None:
+    params = load_params().split
+    splits, metrics = stratified_split(read_records(RECORDS), params)
+    for name, records in splits.items():
+        write_jsonl(f"data/split/{name}.jsonl", records)
+    write_json("metrics/split.json", metrics)
+    sizes = metrics["sizes"]
+    print(f"split: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} of {sizes['population']}; "
+          f"max stratum deviation {metrics['max_stratum_deviation']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
