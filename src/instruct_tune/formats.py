@@ -1,0 +1,248 @@
+"""Normalise raw rows of each supported format into records (`instruction`, `input`, `output`, `answer`, `task`).
+
+A row is what a source yields: a mapping (json, jsonl, csv, parquet, hub datasets) or a text line (txt).
+Each row comes with its location (`file: line 3` or `file: record 3`), and every error names it and the field.
+Conversation formats (sharegpt, dialogue) turn one row into several records: each assistant reply that
+follows a user turn becomes a record, earlier turns go into `input` as `<|user|>` / `<|assistant|>` context
+(the `dialogue` prompt template renders it the same way); with `merge_conversations` one record per row.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from instruct_tune.errors import UserError
+
+FORMATS = ("alpaca", "dolly", "sharegpt", "dialogue", "qa", "auto")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One raw row and where it came from (for error messages)."""
+
+    location: str  # e.g. "data/x.jsonl: line 7" or "data/x.json: record 3"
+    data: Any
+
+
+def _describe(value: Any) -> str:
+    name = {dict: "an object", list: "a list", bool: "a boolean", type(None): "null"}.get(type(value))
+    if name is None:
+        name = "a number" if isinstance(value, (int, float)) else type(value).__name__
+    shown = repr(value)
+    return f"{name} ({shown[:40]}{'...' if len(shown) > 40 else ''})" if value is not None else name
+
+
+def _field(row: Row, names: tuple[str, ...], required: bool = True) -> str:
+    """The first present field of `names` as a string; "" if absent and not required; a UserError otherwise."""
+    data = row.data
+    if not isinstance(data, dict):
+        raise UserError(f"{row.location}: expected an object with field '{names[0]}', got {_describe(data)}")
+    for name in names:
+        if name in data:
+            value = data[name]
+            if value is None and not required:
+                return ""
+            if not isinstance(value, str):
+                raise UserError(f"{row.location}: field '{name}': expected a string, got {_describe(value)}")
+            return value
+    if required:
+        also = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
+        raise UserError(f"{row.location}: missing field '{names[0]}'{also}")
+    return ""
+
+
+def _optional(row: Row, name: str) -> str | None:
+    """An optional string field (`answer`, `task`): None when absent or null."""
+    value = row.data.get(name) if isinstance(row.data, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise UserError(f"{row.location}: field '{name}': expected a string or null, got {_describe(value)}")
+    return value
+
+
+def _record(instruction: str, input_text: str, output: str, answer: str | None = None, task: str | None = None) -> dict:
+    return {"instruction": instruction, "input": input_text, "output": output, "answer": answer, "task": task}
+
+
+def from_alpaca(row: Row) -> list[dict]:
+    """instruction / input (optional: some files omit it) / output; `answer` and `task` kept when present."""
+    return [_record(
+        _field(row, ("instruction",)), _field(row, ("input",), required=False), _field(row, ("output",)),
+        _optional(row, "answer"), _optional(row, "task"),
+    )]
+
+
+def from_dolly(row: Row) -> list[dict]:
+    """Databricks Dolly: instruction / context (optional) / response."""
+    return [_record(_field(row, ("instruction",)), _field(row, ("context",), required=False), _field(row, ("response",)))]
+
+
+def from_qa(row: Row) -> list[dict]:
+    """question (or q) / answer (or a); an optional `context` becomes the input."""
+    return [_record(
+        _field(row, ("question", "q")), _field(row, ("context",), required=False), _field(row, ("answer", "a")),
+    )]
+
+
+# Role names seen in ShareGPT exports and chat datasets, mapped to the three roles a record knows.
+_ROLES = {
+    "human": "user", "user": "user", "prompter": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant", "bard": "assistant",
+    "model": "assistant", "system": "system",
+}
+
+
+def format_context(turns: Iterable[tuple[str, str]]) -> str:
+    """Earlier turns as the `dialogue` template shows them: `<|role|>` on its own line, then the text."""
+    return "\n".join(f"<|{role}|>\n{text}" for role, text in turns)
+
+
+def conversation_records(turns: list[tuple[str, str]], merge: bool) -> list[dict]:
+    """Records from (role, text) turns: one per user -> assistant pair, or one for the whole conversation."""
+    pairs = [i for i in range(1, len(turns)) if turns[i][0] == "assistant" and turns[i - 1][0] == "user"]
+    if merge:
+        pairs = pairs[-1:]  # the last reply is the output; everything before its question is context
+    return [_record(turns[i - 1][1], format_context(turns[: i - 1]), turns[i][1]) for i in pairs]
+
+
+def from_sharegpt(row: Row, merge: bool = False) -> list[dict]:
+    """`conversations` (or `messages`): a list of {from, value} or {role, content} turns."""
+    data = row.data
+    if not isinstance(data, dict):
+        raise UserError(f"{row.location}: expected an object with field 'conversations', got {_describe(data)}")
+    key = next((k for k in ("conversations", "messages", "conversation") if k in data), None)
+    if key is None:
+        raise UserError(f"{row.location}: missing field 'conversations' (or 'messages')")
+    if not isinstance(data[key], list):
+        raise UserError(f"{row.location}: field '{key}': expected a list of turns, got {_describe(data[key])}")
+    turns = []
+    for i, turn in enumerate(data[key]):
+        turn_row = Row(f"{row.location}: field '{key}[{i}]'", turn)
+        if not isinstance(turn, dict):
+            raise UserError(f"{turn_row.location}: expected a turn object, got {_describe(turn)}")
+        role_key, text_key = ("from", "value") if "from" in turn else ("role", "content")
+        role = _field(turn_row, (role_key,))
+        if role.lower() not in _ROLES:
+            raise UserError(f"{turn_row.location}: field '{role_key}': unknown role {role!r} "
+                            f"(expected one of {', '.join(sorted(_ROLES))})")
+        turns.append((_ROLES[role.lower()], _field(turn_row, (text_key,))))
+    return conversation_records(turns, merge)
+
+
+_MARKER_RE = re.compile(r"<\|(user|assistant|system)\|>")
+# DailyDialog is tokenised ("Hello , how are you ?", "I ’ m"): undo the spaces it put around punctuation.
+_SPACE_BEFORE_PUNCT_RE = re.compile(r" +([.,!?;:%)\]}])")
+_SPACE_AFTER_OPEN_RE = re.compile(r"([(\[{$]) +")
+_SPACED_APOSTROPHE_RE = re.compile(r"(\w) ?([’']) ?(?=(?:s|t|m|d|ll|re|ve|S|T|M|D|LL|RE|VE|Ll|Re|Ve)\b)")
+
+
+def detokenize(text: str) -> str:
+    """'Well , how long ? I ’ m' -> 'Well, how long? I’m' (DailyDialog's tokenised spacing)."""
+    text = _SPACED_APOSTROPHE_RE.sub(r"\1\2", text)
+    text = _SPACE_BEFORE_PUNCT_RE.sub(r"\1", text)
+    return _SPACE_AFTER_OPEN_RE.sub(r"\1", text).strip()
+
+
+def dialogue_turns(text: str, location: str) -> list[tuple[str, str]]:
+    """Turns of one dialogue: `<|user|>` / `<|assistant|>` markers, or DailyDialog's `__eou__` separators.
+
+    DailyDialog has two speakers and no roles: each turn answers the one before it, so every turn after the
+    first is a reply; the speaker of the reply is the assistant and the other speaker the user (roles are
+    assigned relative to each reply by `dialogue_records`).
+    """
+    if _MARKER_RE.search(text):
+        parts = _MARKER_RE.split(text)
+        if parts[0].strip():
+            raise UserError(f"{location}: text before the first <|user|> / <|assistant|> marker: {parts[0].strip()[:40]!r}")
+        return [(role, body.strip()) for role, body in zip(parts[1::2], parts[2::2])]
+    turns = [detokenize(t) for t in text.split("__eou__")]
+    if turns and not turns[-1]:
+        turns.pop()  # the line ends with a separator
+    return [("", t) for t in turns]
+
+
+def dialogue_records(turns: list[tuple[str, str]], merge: bool) -> list[dict]:
+    """Records from dialogue turns; unlabelled (DailyDialog) turns: every consecutive pair is user -> assistant."""
+    if any(role for role, _ in turns):
+        return conversation_records(turns, merge)
+    n = len(turns)
+    ends = [n - 1] if merge else range(1, n)
+    records = []
+    for end in ends:
+        if end < 1:
+            continue
+        # The reply's speaker is the assistant; turns alternate, so same parity = assistant.
+        roles = [("assistant" if (end - i) % 2 == 0 else "user", t) for i, (_, t) in enumerate(turns[: end + 1])]
+        records.append(_record(roles[end - 1][1], format_context(roles[: end - 1]), roles[end][1]))
+    return records
+
+
+def from_dialogue(row: Row, merge: bool = False) -> list[dict]:
+    """A line of text (txt), or an object whose `dialogue` / `text` field holds one."""
+    text = row.data
+    if isinstance(text, dict):
+        text = _field(row, ("dialogue", "text"))
+    if not isinstance(text, str):
+        raise UserError(f"{row.location}: expected a line of dialogue text, got {_describe(text)}")
+    return dialogue_records(dialogue_turns(text, row.location), merge)
+
+
+def detect_format(row: Row) -> str:
+    """Guess a format from the first row's keys (or a text line: dialogue)."""
+    data = row.data
+    if isinstance(data, str):
+        return "dialogue"
+    if isinstance(data, dict):
+        keys = set(data)
+        if keys & {"conversations", "messages", "conversation"}:
+            return "sharegpt"
+        if "instruction" in keys and "response" in keys:
+            return "dolly"
+        if "instruction" in keys and "output" in keys:
+            return "alpaca"
+        if keys & {"question", "q"} and keys & {"answer", "a"}:
+            return "qa"
+        if keys & {"dialogue", "text"}:
+            return "dialogue"
+        found = ", ".join(sorted(map(str, keys))) or "none"
+    else:
+        found = _describe(data)
+    raise UserError(f"{row.location}: cannot detect the format (fields: {found}); set the source's `format` to one of "
+                    f"{', '.join(f for f in FORMATS if f != 'auto')}")
+
+
+def normaliser(fmt: str, merge_conversations: bool = False) -> Callable[[Row], list[dict]]:
+    """The function turning one row of format `fmt` into records."""
+    simple = {"alpaca": from_alpaca, "dolly": from_dolly, "qa": from_qa}
+    if fmt in simple:
+        return simple[fmt]
+    if fmt == "sharegpt":
+        return lambda row: from_sharegpt(row, merge_conversations)
+    if fmt == "dialogue":
+        return lambda row: from_dialogue(row, merge_conversations)
+    raise UserError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+
+
+def resolve_format(rows: list[Row], fmt: str) -> str:
+    """`fmt` checked, with `auto` replaced by the format detected from the first row."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    if fmt == "auto" and rows:
+        return detect_format(rows[0])
+    return fmt
+
+
+def normalise_rows(rows: list[Row], fmt: str, merge_conversations: bool = False) -> list[dict]:
+    """All records of `rows` in format `fmt` (`auto`: detected from the first row)."""
+    fmt = resolve_format(rows, fmt)
+    if not rows:
+        return []
+    convert = normaliser(fmt, merge_conversations)
+    if fmt != "dialogue" and isinstance(rows[0].data, str):
+        raise UserError(f"{rows[0].location}: format '{fmt}' needs records with fields, but this source gives lines "
+                        "of text (use format 'dialogue', or a json/jsonl/csv/parquet file)")
+    return [record for row in rows for record in convert(row)]

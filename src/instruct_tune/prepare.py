@@ -1,0 +1,124 @@
+"""The `prepare` stage's logic: load every source, clean, sample, filter, deduplicate, count.
+
+Order of work, per source in the order `data.sources` lists them:
+1. read the URI into rows and normalise them into records (instruction, input, output, answer, task);
+2. clean the text (HTML, control characters, whitespace, Alpaca placeholders) and give each record its `id`;
+3. sample `count` records with `random.Random(seed)` (kept in file order); more than available is an error;
+4. filter: empty, too_long, too_short, leakage, then exact and near duplicates against everything kept so
+   far, across sources too (the first occurrence wins). Every drop is counted by reason, overall and per source.
+The kept records are returned sorted by `id`: a stable order that does not depend on how sources are listed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from instruct_tune.cleaning import DROP_REASONS, Deduplicator, clean_record, drop_reason
+from instruct_tune.errors import UserError
+from instruct_tune.formats import FORMATS, normalise_rows, resolve_format
+from instruct_tune.params import DataParams, SourceParams
+from instruct_tune.sources import classify, read_rows
+
+RECORD_FIELDS = ("id", "source", "instruction", "input", "output", "answer", "task")
+_PROGRESS_MIN = 5000  # show a progress bar for sources with at least this many records
+
+
+def source_name(source: SourceParams) -> str:
+    """How a source is called in records and metrics: its `name`, else its URI."""
+    return source.name or source.uri
+
+
+def check_sources(data: DataParams) -> None:
+    """Fail on bad source settings before any file is read."""
+    if not data.sources:
+        raise UserError("params: `data.sources` is empty: list at least one source")
+    seen = set()
+    for i, source in enumerate(data.sources):
+        key = f"data.sources[{i}]"
+        if source.format not in FORMATS:
+            raise UserError(f"params: `{key}.format`: unknown format {source.format!r} (expected one of {', '.join(FORMATS)})")
+        if source.count is not None and source.count < 0:
+            raise UserError(f"params: `{key}.count` must be >= 0, got {source.count}")
+        name = source_name(source)
+        if name in seen:
+            raise UserError(f"params: `{key}`: two sources are called {name!r}; give them distinct `name`s")
+        seen.add(name)
+        classify(source.uri)  # an unknown URI scheme fails here
+
+
+def load_all(source: SourceParams, merge_conversations: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every record of a source, normalised and cleaned (before sampling), and facts for the metrics."""
+    rows = read_rows(source.uri, source.split, source.count, source.seed)
+    fmt = "alpaca" if classify(source.uri)[0] == "builtin" else resolve_format(rows, source.format)
+    name = source_name(source)
+    records = []
+    for record in tqdm(normalise_rows(rows, fmt, merge_conversations), desc=f"clean {name}", unit="rec",
+                       disable=len(rows) < _PROGRESS_MIN, leave=False):
+        record = clean_record(record)
+        record["source"] = name
+        records.append({field: record[field] for field in RECORD_FIELDS})
+    return records, {"uri": source.uri, "format": fmt, "rows": len(rows), "available": len(records)}
+
+
+def sample(records: list[dict[str, Any]], count: int | None, seed: int, name: str) -> list[dict[str, Any]]:
+    """`count` records drawn with `random.Random(seed)`, in their original order; all when `count` is None."""
+    if count is None:
+        return records
+    if count > len(records):
+        raise UserError(f"source {name!r}: `count` is {count} but it has only {len(records)} records")
+    picked = sorted(random.Random(seed).sample(range(len(records)), count))
+    return [records[i] for i in picked]
+
+
+def load_source(source: SourceParams, merge_conversations: bool = False) -> list[dict[str, Any]]:
+    """The normalised, cleaned, sampled records of one source, before the filters of `prepare`."""
+    records, _ = load_all(source, merge_conversations)
+    return sample(records, source.count, source.seed, source_name(source))
+
+
+def _counts(kept: int, loaded: int, dropped: Counter) -> dict[str, Any]:
+    return {"loaded": loaded, "kept": kept, "dropped": {reason: dropped[reason] for reason in DROP_REASONS}}
+
+
+def prepare(data: DataParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Kept records (sorted by id) and the metrics for `metrics/prepare.json`.
+
+    Metrics: `loaded` (records after sampling), `kept`, `dropped` per reason, and per source the same plus
+    `uri`, `format`, `rows` (rows read), `available` (records before sampling) and `cross_source_duplicates`
+    (its records dropped as duplicates of a record kept from an earlier source).
+    """
+    check_sources(data)
+    dedup = Deduplicator(data.near_duplicates)
+    kept: list[dict[str, Any]] = []
+    total_dropped: Counter = Counter()
+    per_source: dict[str, Any] = {}
+    for source in tqdm(data.sources, desc="sources", unit="source", disable=len(data.sources) < 2):
+        name = source_name(source)
+        records, facts = load_all(source, data.merge_conversations)
+        records = sample(records, source.count, source.seed, name)
+        dropped: Counter = Counter()
+        cross: Counter = Counter()
+        n_kept = 0
+        for record in records:
+            reason = drop_reason(record, data.max_chars, data.min_output_chars, data.drop_leakage)
+            if reason is None:
+                reason, first_source = dedup.check(record)
+                if reason is not None and first_source != name:
+                    cross[reason] += 1
+            if reason is None:
+                kept.append(record)
+                n_kept += 1
+            else:
+                dropped[reason] += 1
+        total_dropped.update(dropped)
+        per_source[name] = {
+            **facts, **_counts(n_kept, len(records), dropped),
+            "cross_source_duplicates": {reason: cross[reason] for reason in ("duplicate", "near_duplicate")},
+        }
+    kept.sort(key=lambda r: r["id"])
+    loaded = sum(s["loaded"] for s in per_source.values())
+    return kept, {**_counts(len(kept), loaded, total_dropped), "sources": per_source}

@@ -1,0 +1,189 @@
+"""Read a source URI into raw rows: local files, hub datasets, http(s) URLs, and the built-in generator.
+
+URIs:
+- a local file: `.json` (a list of objects), `.jsonl`, `.csv` / `.tsv`, `.parquet`, `.txt` (one row a line);
+  `file://path` works too. A local directory is handed to `datasets.load_dataset` (its data files).
+- `hf:owner/name`, or a bare hub id such as `tatsu-lab/alpaca` that is not a local path: `datasets.load_dataset`.
+- `http://...` / `https://...`: downloaded to a temporary file, then read by the URL's file extension.
+- `builtin:tasks`: the built-in generator of verifiable tasks (`instruct_tune.tasks`), rows in alpaca format.
+Every error is a UserError naming the file (or URL, or hub id), the line or record, and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from instruct_tune.errors import UserError
+from instruct_tune.formats import Row
+
+FILE_TYPES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
+BUILTINS = ("tasks",)
+BUILTIN_DEFAULT_COUNT = 1000  # records the generator makes when a builtin source gives no `count`
+URL_TIMEOUT_S = 60.0
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_SCHEME_RE = re.compile(r"^([A-Za-z][\w+.-]+):")
+
+
+def classify(uri: str) -> tuple[str, str]:
+    """(kind, target) for a URI; kind is file | directory | hub | url | builtin."""
+    if uri.startswith("builtin:"):
+        return "builtin", uri[len("builtin:"):]
+    if uri.startswith(("http://", "https://")):
+        return "url", uri
+    if uri.startswith("hf:"):
+        return "hub", uri[len("hf:"):].lstrip("/")
+    if uri.startswith("file://"):
+        uri = urllib.parse.unquote(uri[len("file://"):])
+    elif _SCHEME_RE.match(uri):
+        raise UserError(f"{uri}: unknown URI scheme '{_SCHEME_RE.match(uri).group(1)}' (use a local path, hf:<dataset id>, "
+                        f"http(s)://..., or builtin:{'|'.join(BUILTINS)})")
+    path = Path(uri).expanduser()
+    if path.is_dir():
+        return "directory", str(path)
+    if path.exists() or path.suffix.lower() in FILE_TYPES or uri.startswith((".", "/", "~")) or not _HUB_ID_RE.match(uri):
+        return "file", str(path)
+    return "hub", uri
+
+
+def read_rows(uri: str, split: str = "train", count: int | None = None, seed: int = 0) -> list[Row]:
+    """The raw rows of a source (`count` and `seed` only matter to the built-in generator)."""
+    kind, target = classify(uri)
+    if kind == "file":
+        return read_file(Path(target))
+    if kind == "url":
+        return read_url(target)
+    if kind in ("hub", "directory"):
+        return read_hub(target, split)
+    return read_builtin(target, count, seed)
+
+
+def read_file(path: Path, display: str | None = None) -> list[Row]:
+    """Rows of a local file, parsed by its extension; errors name `display` (the URL for downloads)."""
+    display = display or str(path)
+    suffix = path.suffix.lower()
+    if suffix not in FILE_TYPES:
+        raise UserError(f"{display}: unsupported file type '{suffix or '(none)'}' (expected one of {', '.join(FILE_TYPES)})")
+    if not path.is_file():
+        raise UserError(f"{display}: file not found")
+    if suffix == ".parquet":
+        rows = _parquet_rows(path, display)
+    else:
+        text = _read_utf8(path, display)
+        if suffix == ".json":
+            rows = _json_rows(text, display)
+        elif suffix == ".jsonl":
+            rows = _jsonl_rows(text, display)
+        elif suffix in (".csv", ".tsv"):
+            rows = _csv_rows(text, display, "\t" if suffix == ".tsv" else ",")
+        else:
+            rows = [Row(f"{display}: line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not rows:
+        raise UserError(f"{display}: no records in the file")
+    return rows
+
+
+def _read_utf8(path: Path, display: str) -> str:
+    """The file's text; non-UTF-8 bytes and empty files are errors naming the line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark is tolerated
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(f"{display}: line {line}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+    if not text.strip():
+        raise UserError(f"{display}: the file is empty")
+    return text.replace("\r\n", "\n")
+
+
+def _json_rows(text: str, display: str) -> list[Row]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{display}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise UserError(f"{display}: expected a JSON list of records (objects), got {type(data).__name__} "
+                        "(for one record a line, name the file .jsonl)")
+    return [Row(f"{display}: record {i}", item) for i, item in enumerate(data, 1)]
+
+
+def _jsonl_rows(text: str, display: str) -> list[Row]:
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(Row(f"{display}: line {n}", json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{display}: line {n}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+    return rows
+
+
+def _csv_rows(text: str, display: str, delimiter: str) -> list[Row]:
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
+    try:
+        return [Row(f"{display}: line {reader.line_num}", dict(row)) for row in reader]
+    except csv.Error as exc:
+        raise UserError(f"{display}: line {reader.line_num}: malformed CSV: {exc}") from None
+
+
+def _parquet_rows(path: Path, display: str) -> list[Row]:
+    import pyarrow.parquet as pq  # installed with `datasets`
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise UserError(f"{display}: not a readable parquet file: {exc}") from None
+    return [Row(f"{display}: row {i}", item) for i, item in enumerate(table.to_pylist(), 1)]
+
+
+def read_url(url: str) -> list[Row]:
+    """Download `url` to a temporary file and read it by the extension of the URL's path."""
+    suffix = Path(urllib.parse.urlparse(url).path).suffix.lower()
+    if suffix not in FILE_TYPES:
+        raise UserError(f"{url}: cannot tell the file type from the URL (its path must end in one of {', '.join(FILE_TYPES)})")
+    with tempfile.TemporaryDirectory(prefix="instruct-tune-") as tmp:
+        path = Path(tmp) / f"download{suffix}"
+        try:
+            with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response, open(path, "wb") as fh:
+                while chunk := response.read(1 << 20):
+                    fh.write(chunk)
+        except urllib.error.HTTPError as exc:
+            raise UserError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"{url}: cannot reach the URL: {reason}") from None
+        return read_file(path, display=url)
+
+
+def read_hub(name: str, split: str) -> list[Row]:
+    """A Hugging Face dataset (hub id or local data folder) through `datasets.load_dataset`."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, split=split)
+    except Exception as exc:  # datasets raises many types (connection, not found, bad split): all are the user's to fix
+        message = " ".join(str(exc).split())[:300]
+        raise UserError(f"hub dataset '{name}' (split '{split}'): cannot load it: {type(exc).__name__}: {message}") from None
+    rows = [Row(f"hub dataset '{name}' ({split}): row {i}", item) for i, item in enumerate(dataset, 1)]
+    if not rows:
+        raise UserError(f"hub dataset '{name}' (split '{split}'): no records")
+    return rows
+
+
+def read_builtin(name: str, count: int | None, seed: int) -> list[Row]:
+    """Records of a built-in generator as alpaca rows (with `answer` and `task`)."""
+    if name not in BUILTINS:
+        raise UserError(f"builtin:{name}: unknown built-in source (available: {', '.join('builtin:' + b for b in BUILTINS)})")
+    from instruct_tune.tasks import generate_tasks  # imported here: only builtin sources need the generator
+
+    records: list[dict[str, Any]] = generate_tasks(BUILTIN_DEFAULT_COUNT if count is None else count, seed)
+    return [Row(f"builtin:{name}: record {i}", record) for i, record in enumerate(records, 1)]

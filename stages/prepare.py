@@ -1,0 +1,18 @@
+"""Stage `prepare`: read `data.sources`, clean and filter them, write the records and their counts."""
+
+from instruct_tune.cli import run_stage
+from instruct_tune.io import write_json, write_jsonl
+from instruct_tune.params import load_params
+from instruct_tune.prepare import prepare
+
+
+def main() -> None:
+    params = load_params("params.yaml")
+    records, metrics = prepare(params.data)
+    write_jsonl("data/prepared/records.jsonl", records)
+    write_json("metrics/prepare.json", metrics)
+    print(f"prepare: {metrics['kept']} of {metrics['loaded']} records kept -> data/prepared/records.jsonl")
+
+
+if __name__ == "__main__":
+    run_stage(main)

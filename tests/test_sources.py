@@ -1,0 +1,155 @@
+"""Reading URIs: local files of each type, a real local HTTP server, a datasets folder, the hub, builtin."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from instruct_tune.errors import UserError
+from instruct_tune.sources import classify, read_builtin, read_file, read_hub, read_rows, read_url
+
+ALPACA = [{"instruction": "Say hi.", "input": "", "output": "Hi!"}, {"instruction": "Add 2 and 3.", "output": "5"}]
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_classify(tmp_path):
+    existing = write(tmp_path / "a.json", "[]")
+    assert classify("builtin:tasks") == ("builtin", "tasks")
+    assert classify("https://x.org/a.json") == ("url", "https://x.org/a.json")
+    assert classify("hf:tatsu-lab/alpaca") == ("hub", "tatsu-lab/alpaca")
+    assert classify("tatsu-lab/alpaca") == ("hub", "tatsu-lab/alpaca")
+    assert classify(str(existing)) == ("file", str(existing))
+    assert classify(f"file://{existing}") == ("file", str(existing))
+    assert classify("data/missing.json") == ("file", "data/missing.json")  # a file name, not a hub id
+    assert classify(str(tmp_path)) == ("directory", str(tmp_path))
+    with pytest.raises(UserError, match=r"s3://bucket/a.json: unknown URI scheme 's3'"):
+        classify("s3://bucket/a.json")
+
+
+def test_json_jsonl_csv_tsv_txt(tmp_path):
+    rows = read_file(write(tmp_path / "a.json", json.dumps(ALPACA)))
+    assert [r.data for r in rows] == ALPACA and rows[1].location.endswith("a.json: record 2")
+    rows = read_file(write(tmp_path / "a.jsonl", "\n".join(json.dumps(r) for r in ALPACA) + "\n\n"))
+    assert [r.data for r in rows] == ALPACA and rows[1].location.endswith("a.jsonl: line 2")
+    rows = read_file(write(tmp_path / "a.csv", 'instruction,input,output\n"Say, hi.",,Hi!\nAdd.,"2, 3",5\n'))
+    assert [r.data for r in rows] == [{"instruction": "Say, hi.", "input": "", "output": "Hi!"},
+                                      {"instruction": "Add.", "input": "2, 3", "output": "5"}]
+    assert rows[1].location.endswith("a.csv: line 3")
+    rows = read_file(write(tmp_path / "a.tsv", "question\tanswer\nQ?\tA.\n"))
+    assert [r.data for r in rows] == [{"question": "Q?", "answer": "A."}]
+    rows = read_file(write(tmp_path / "d.txt", "A __eou__ B __eou__\n\nC __eou__ D\n"))
+    assert [(r.location.split(": ")[-1], r.data) for r in rows] == [("line 1", "A __eou__ B __eou__"),
+                                                                    ("line 3", "C __eou__ D")]
+
+
+def test_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    conv = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]
+    pq.write_table(pa.Table.from_pylist([{"conversations": conv}]), tmp_path / "c.parquet")
+    rows = read_file(tmp_path / "c.parquet")
+    assert rows[0].data == {"conversations": conv} and rows[0].location.endswith("c.parquet: row 1")
+    write(tmp_path / "bad.parquet", "not parquet")
+    with pytest.raises(UserError, match=r"bad.parquet: not a readable parquet file"):
+        read_file(tmp_path / "bad.parquet")
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.jsonl", '{"instruction": "x"}\n{"instruction": \n', r"a.jsonl: line 2: malformed JSON"),
+    ("a.json", '[\n {"instruction": "x"},\n {"instruction" "y"}\n]', r"a.json: line 3: malformed JSON"),
+    ("a.json", '{"instruction": "x", "output": "y"}', r"a.json: expected a JSON list of records"),
+    ("a.json", "", r"a.json: the file is empty"),
+    ("a.jsonl", "\n  \n", r"a.jsonl: the file is empty"),
+    ("a.json", "[]", r"a.json: no records in the file"),
+    ("a.jsonl", b'{"instruction": "ok"}\n{"instruction": "caf\xe9"}\n', r"a.jsonl: line 2: not UTF-8 text"),
+    ("a.xml", "<a/>", r"a.xml: unsupported file type '.xml'"),
+])
+def test_file_errors(tmp_path, name, content, message):
+    with pytest.raises(UserError, match=message):
+        read_file(write(tmp_path / name, content))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match=r"nope.json: file not found"):
+        read_rows(str(tmp_path / "nope.json"))
+
+
+@pytest.fixture
+def http_dir(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving `tmp_path`."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_download(http_dir):
+    folder, base = http_dir
+    write(folder / "data.json", json.dumps(ALPACA))
+    rows = read_rows(f"{base}/data.json?raw=1")
+    assert [r.data for r in rows] == ALPACA and rows[0].location == f"{base}/data.json?raw=1: record 1"
+    write(folder / "bad.jsonl", '{"a": 1}\nnot json\n')
+    with pytest.raises(UserError, match=rf"{base}/bad.jsonl: line 2: malformed JSON"):  # errors name the URL
+        read_url(f"{base}/bad.jsonl")
+    with pytest.raises(UserError, match=r"missing.json: download failed: HTTP 404"):
+        read_url(f"{base}/missing.json")
+    with pytest.raises(UserError, match=r"cannot tell the file type from the URL"):
+        read_url(f"{base}/data")
+
+
+def test_unreachable_url():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=rf"http://127.0.0.1:{port}/a.json: cannot reach the URL"):
+        read_url(f"http://127.0.0.1:{port}/a.json")
+
+
+def test_datasets_folder_goes_through_load_dataset(tmp_path):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    write(folder / "train.jsonl", "\n".join(json.dumps(r | {"input": r.get("input", "")}) for r in ALPACA))
+    rows = read_rows(str(folder))
+    assert [r.data["instruction"] for r in rows] == ["Say hi.", "Add 2 and 3."]
+    assert rows[0].location == f"hub dataset '{folder}' (train): row 1"
+
+
+def test_unreachable_hub_id_is_a_clear_error(monkeypatch):
+    import datasets
+
+    def offline(name, split):
+        raise ConnectionError(f"Couldn't reach '{name}' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError, match=r"hub dataset 'tatsu-lab/alpaca' \(split 'train'\): cannot load it: "
+                                        r"ConnectionError: Couldn't reach"):
+        read_rows("hf:tatsu-lab/alpaca")
+    with pytest.raises(UserError, match=r"hub dataset 'tatsu-lab/alpaca' \(split 'test'\)"):
+        read_hub("tatsu-lab/alpaca", "test")
+
+
+def test_builtin():
+    rows = read_builtin("tasks", 20, seed=3)
+    assert len(rows) == 20
+    assert all(r.data["answer"] in r.data["output"] and r.data["task"] for r in rows)
+    assert [r.data for r in read_builtin("tasks", 20, seed=3)] == [r.data for r in rows]
+    with pytest.raises(UserError, match=r"builtin:nope: unknown built-in source \(available: builtin:tasks\)"):
+        read_rows("builtin:nope")
