@@ -1,0 +1,262 @@
+"""The `openai` judge backend against real HTTP servers on 127.0.0.1 only.
+
+- a real OpenAI-compatible server: `python -m llama_cpp.server` with the bundled GGUF (started once);
+- a tiny scripted server (http.server in a thread) that answers garbage, valid verdicts, errors, or
+  drops the connection, to test retries, counted errors, outages and the API key's handling;
+- a port nobody listens on, and a socket that accepts but never answers (the timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from instruct_tune import judge as J
+from instruct_tune.errors import UserError
+from instruct_tune.io import read_jsonl, write_jsonl
+from instruct_tune.judge_backends import DUMMY_API_KEY, OpenAIBackend
+from instruct_tune.params import JudgeParams
+
+pytest.importorskip("openai")
+
+RECORDS = [
+    ("s1", "What is 7 times 8?", "", "7 times 8 is 56.", "7 times 8 is 56.", "It is 54."),
+    ("s2", "Name the capital of France.", "", "The capital of France is Paris.", "Paris.", "Lyon."),
+    ("s3", "Give the plural of 'mouse'.", "", "The plural of 'mouse' is 'mice'.", "mice", "mouses"),
+    ("s4", "Sort these numbers in ascending order.", "9, 2, 5", "2, 5, 9", "2, 5, 9", "9, 5, 2"),
+]
+VALID = json.dumps({
+    "response_a": {"factual_correctness": 5, "instruction_adherence": 4, "clarity_usefulness": 4, "total": 13},
+    "response_b": {"factual_correctness": 1, "instruction_adherence": 2, "clarity_usefulness": 3, "total": 6},
+    "winner": "A", "justification": "A is right.",
+})
+
+
+def write_gens(folder: Path, n: int = len(RECORDS)) -> tuple[Path, Path]:
+    for name, col in (("tuned", 4), ("base", 5)):
+        write_jsonl(folder / f"{name}.jsonl", [
+            {"id": r[0], "instruction": r[1], "input": r[2], "reference": r[3], "response": r[col]} for r in RECORDS[:n]
+        ])
+    return folder / "tuned.jsonl", folder / "base.jsonl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def judge(tmp_path: Path, params: JudgeParams, n: int = len(RECORDS), backend: Any = None) -> tuple[list, dict, Any]:
+    gens = write_gens(tmp_path / "gens", n)
+    return J.judge_generations(gens[0], gens[1], ("tuned", "base"), params, tmp_path / "cache", backend=backend,
+                               progress=False)
+
+
+# ---------------------------------------------------------------- a scripted server
+
+
+class ScriptedServer:
+    """An OpenAI-style /v1/chat/completions endpoint whose replies come from `reply(request_number, body)`:
+    a string is the completion's content, an int an HTTP error status, None a dropped connection."""
+
+    def __init__(self, reply: Callable[[int, dict[str, Any]], str | int | None]) -> None:
+        self.reply = reply
+        self.requests: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                    n = len(server.requests)
+                answer = server.reply(n, body)
+                if answer is None:
+                    self.close_connection = True  # no response at all: the server "went down"
+                    return
+                if isinstance(answer, int):
+                    payload = {"error": {"message": f"scripted error {answer}", "type": "invalid_request_error"}}
+                    status = answer
+                else:
+                    status = 200
+                    payload = {
+                        "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": answer}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def openai_params(base_url: str, **kw: Any) -> JudgeParams:
+    defaults = dict(backend="openai", base_url=base_url, model="judge-model", api_key_env="JUDGE_TEST_KEY",
+                    timeout_s=5.0, max_retries=0, concurrency=1)
+    return JudgeParams(**{**defaults, **kw})
+
+
+# ---------------------------------------------------------------- a real llama.cpp server
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`python -m llama_cpp.server` with the bundled GGUF on a free 127.0.0.1 port; killed at teardown."""
+    pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+    from instruct_tune.modeling import bundled_gguf_path
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama_server") / "server.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()), "--model_alias", "smollm2",
+             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"],
+            stdout=fh, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/v1/models", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"llama_cpp.server did not come up in 120 s: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield f"{url}/v1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_real_llama_cpp_server_judges_pairs(tmp_path: Path, llama_server: str) -> None:
+    params = openai_params(llama_server, model="smollm2", timeout_s=120.0, concurrency=2)
+    backend = OpenAIBackend(params, J.SCHEMA)
+    judgments, metrics, stats = judge(tmp_path, params, n=2, backend=backend)
+    assert metrics["n_pairs"] == 2 and metrics["errors"] == 0, judgments
+    assert stats.judge_calls == 4 and metrics["judge_model"] == "openai:smollm2"
+    # llama-cpp-python's server rejects `json_schema` (a 500 naming response_format), takes `json_object` + schema
+    assert backend.formats[backend._level]["type"] == "json_object" and "schema" in backend.formats[backend._level]
+    again = judge(tmp_path, params, n=2, backend=OpenAIBackend(params, J.SCHEMA))
+    assert again[2].judge_calls == 0 and again[0] == judgments
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_garbage_answers_are_retried_then_counted_as_errors(tmp_path: Path) -> None:
+    with ScriptedServer(lambda n, body: "Sure! Response A wins, obviously.") as server:
+        judgments, metrics, stats = judge(tmp_path, openai_params(server.base_url, temperature=0.5), n=2)
+    assert metrics["errors"] == 2 and metrics["win_rate"] is None and metrics["n_judged"] == 0
+    assert stats.judge_calls == 8 and len(server.requests) == 8  # 2 pairs x 2 orders x (call + retry)
+    assert [r["body"]["temperature"] for r in server.requests] == [0.5, 0.0] * 4
+    assert server.requests[0]["body"]["response_format"]["type"] == "json_schema"
+    assert all(j["outcome"] == "error" and "retry" in j["error"] for j in judgments)
+
+
+def test_unsupported_response_formats_fall_back(tmp_path: Path) -> None:
+    def no_json_schema(n: int, body: dict[str, Any]) -> str | int:
+        fmt = body.get("response_format") or {}
+        return 400 if fmt.get("type") == "json_schema" or "schema" in fmt else VALID
+
+    with ScriptedServer(no_json_schema) as server:
+        backend = OpenAIBackend(openai_params(server.base_url), J.SCHEMA)
+        _, metrics, stats = judge(tmp_path, openai_params(server.base_url), n=2, backend=backend)
+    assert metrics["errors"] == 0 and stats.judge_calls == 4
+    assert backend.formats[backend._level] == {"type": "json_object"}
+    kinds = [(r["body"].get("response_format") or {}).get("type") for r in server.requests]
+    assert kinds[:3] == ["json_schema", "json_object", "json_object"] and kinds[3:] == ["json_object"] * 3
+
+
+def test_a_transient_server_error_is_counted_and_not_cached(tmp_path: Path) -> None:
+    with ScriptedServer(lambda n, body: 503 if n == 1 else VALID) as server:
+        _, metrics, stats = judge(tmp_path, openai_params(server.base_url), n=2)
+        assert metrics["errors"] == 1 and metrics["n_judged"] == 1 and stats.judge_calls == 4
+        _, metrics, stats = judge(tmp_path, openai_params(server.base_url), n=2)  # the failed one is tried again
+    assert metrics["errors"] == 0 and stats.judge_calls == 1 and stats.cache_hits == 3
+
+
+def test_server_going_down_stops_with_a_clear_error_and_keeps_finished_work(tmp_path: Path) -> None:
+    with ScriptedServer(lambda n, body: VALID if n <= 3 else None) as server:
+        with pytest.raises(UserError, match=r"unreachable.*3 of 8 new judgments finished and are kept"):
+            judge(tmp_path, openai_params(server.base_url))
+    assert len(read_jsonl(tmp_path / "cache" / "judgments.jsonl")) == 3
+    # nobody listens any more: the cached three are served, the next call fails at once
+    dead = openai_params(f"http://127.0.0.1:{free_port()}/v1")
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"judge server http://127\.0\.0\.1:\d+/v1 unreachable.*0 of 5 new"):
+        judge(tmp_path, dead)
+    assert time.monotonic() - start < dead.timeout_s
+    assert len(read_jsonl(tmp_path / "cache" / "judgments.jsonl")) == 3
+
+
+def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (kernel backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        params = openai_params(f"http://127.0.0.1:{silent.getsockname()[1]}/v1", timeout_s=1.0)
+        start = time.monotonic()
+        with pytest.raises(UserError, match=r"unreachable \(APITimeoutError"):
+            judge(tmp_path, params, n=1)
+        assert time.monotonic() - start < 10  # one 1 s timeout, no retries: well within
+
+
+def test_the_api_key_is_sent_but_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = f"sk-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("JUDGE_TEST_KEY", secret)
+    with ScriptedServer(lambda n, body: VALID) as server:
+        params = openai_params(server.base_url)
+        judgments, metrics, _ = judge(tmp_path, params, n=2)
+        J.write_outputs(judgments, metrics, ("tuned", "base"), tmp_path / "out" / "judgments.jsonl",
+                        tmp_path / "out" / "judge.json", tmp_path / "out" / "plots")
+    assert {r["auth"] for r in server.requests} == {f"Bearer {secret}"}
+    assert metrics["win"] == 0 and metrics["tie"] == 2  # "A" in both orders: a flip
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(written) >= 8
+    assert not [p for p in written if secret.encode() in p.read_bytes()]
+    monkeypatch.delenv("JUDGE_TEST_KEY")
+    with ScriptedServer(lambda n, body: VALID) as server:
+        judge(tmp_path / "nokey", openai_params(server.base_url), n=1)
+    assert server.requests[0]["auth"] == f"Bearer {DUMMY_API_KEY}"
+    assert os.environ.get("JUDGE_TEST_KEY") is None
