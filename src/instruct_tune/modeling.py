@@ -155,6 +155,11 @@ def load_model(params: ModelParams, device: torch.device | None = None, for_trai
         model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     except OSError as exc:
         raise UserError(f"model.name: cannot load a model from {source.path!r}: {exc}") from None
+    quantizer = getattr(model, "hf_quantizer", None)
+    if source.gguf_file and quantizer is not None:
+        # GGUF weights are de-quantised on load (plain tensors in `dtype`), but transformers keeps a GGUF
+        # "quantizer" mark that makes Trainer refuse to train and save_pretrained refuse to save.
+        quantizer.remove_quantization_config(model)
     if not params.load_in:
         model.to(device)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:

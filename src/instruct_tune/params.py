@@ -100,13 +100,14 @@ class TrainParams:
     warmup_steps: int = 0
     warmup_ratio: float = 0.0
     scheduler: str = "linear"  # linear | cosine | constant | constant_with_warmup
-    optimizer: str = "adamw_torch"  # adamw_torch | adamw_8bit (CUDA) | sgd | adafactor
+    optimizer: str = "adamw_torch_fused"  # AdamW, fused kernel (2-4x faster step on CPU); adamw_torch | adamw_8bit (CUDA) | sgd | adafactor
     max_grad_norm: float = 1.0
     gradient_checkpointing: bool = False
     eval_steps: int = 50
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
+    keep_checkpoints: bool = False  # keep models/checkpoints/checkpoint-* after a finished run (GBs each)
     seed: int = 0
     num_threads: int = 0  # 0: torch's default
     report_to: list[str] = field(default_factory=list)  # extra trackers (wandb, mlflow); DVCLive always on
@@ -119,6 +120,7 @@ class GenerateParams:
     do_sample: bool = True
     temperature: float = 0.7
     top_p: float = 0.9
+    top_k: int = 50  # transformers' default, which the reference's pipeline applied implicitly; 0 disables
     repetition_penalty: float = 1.1
     no_repeat_ngram_size: int = 0
     batch_size: int = 8
@@ -145,6 +147,8 @@ class JudgeParams:
     n_threads: int = 0
     bootstrap_samples: int = 2000
     seed: int = 0
+    use_reference: bool = True  # show the judge the record's reference answer (to check facts against)
+    max_retries: int = 1  # openai backend: the client's own retries on connection errors and 5xx
 
 
 @dataclass

@@ -1,0 +1,668 @@
+"""Fine-tuning a causal LM on the split records: exact labels, length-grouped batches, a transformers Trainer run.
+
+The pieces, one idea each:
+- `encode_example`: prompt + response -> input ids and labels. The prompt/response boundary comes from the
+  tokenizer's character offsets (never from searching for a template string); one eos id ends every response
+  and stays in the labels even when pad == eos; an over-long record keeps its response (the prompt is trimmed
+  from the left, or the record is dropped), and a record whose response cannot fit is dropped and counted.
+- `build_examples` / `pack_examples` / `PadCollator`: the datasets and dynamic padding (padding is masked by
+  position, not by token id); packing puts several examples in a row with restarting position ids, which
+  transformers turns into a block-diagonal attention mask, so packed examples never see each other.
+- `train`: the Trainer run (full or LoRA), resumable from `models/checkpoints` (guarded by a fingerprint of
+  the params and data), logged with DVCLive, evaluated on the whole validation set, best checkpoint kept.
+
+Why transformers' Trainer and not TRL's SFTTrainer: the label rules above (offsets, kept eos, trim-left,
+drop-and-count) are this project's own, and SFTTrainer would re-tokenise and re-mask by its own rules; the
+Trainer gives the rest (schedulers, optimizers, accumulation, checkpoint/resume with RNG state, DDP,
+length-grouped sampling) with nothing in the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import resource
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from instruct_tune.errors import UserError, where
+from instruct_tune.io import iter_jsonl, write_json
+from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
+from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams
+from instruct_tune.templates import TEMPLATES, format_prompt
+
+IGNORE_INDEX = -100  # label value the loss ignores
+FINGERPRINT = "fingerprint.json"
+# Fields that change how a run is carried out, not what it computes: changing them keeps checkpoints valid.
+OPERATIONAL_FIELDS = ("num_threads", "save_total_limit", "keep_checkpoints", "report_to")
+# Per-architecture LoRA targets: the attention projections, as in the LoRA paper's default.
+LORA_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
+                "qwen2": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "phi3": ["qkv_proj"]}
+
+
+@dataclass
+class TrainPaths:
+    """Where the stage reads and writes, relative to the working directory."""
+
+    train: Path = Path("data/split/train.jsonl")
+    val: Path = Path("data/split/val.jsonl")
+    model_dir: Path = Path("models/tuned")
+    checkpoints: Path = Path("models/checkpoints")
+    metrics: Path = Path("metrics/train.json")
+    plots: Path = Path("plots/train")
+
+
+# ---------------------------------------------------------------- tokenisation and labels
+
+
+def encode_example(
+    prompt: str,
+    response: str,
+    tokenizer: Any,
+    max_length: int,
+    loss_on: str = "response",
+    overlong: str = "trim_prompt",
+) -> tuple[dict[str, list[int]] | None, str | None]:
+    """Token ids and labels for one record, or (None, reason) when it cannot train.
+
+    Labels are -100 on prompt tokens (those whose first character lies inside the prompt text) unless
+    `loss_on == "all"`; the appended eos always carries a label, so the model learns to stop.
+    """
+    if not response.strip():
+        return None, "empty_response"
+    text = prompt + response
+    # A chat template that already starts with the BOS text must not get a second BOS from the tokenizer.
+    add_special = not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special)
+    ids = list(enc["input_ids"])
+    # Special tokens the tokenizer adds have offset (0, 0): they count as prompt.
+    n_prompt = sum(1 for start, _ in enc["offset_mapping"] if start < len(prompt))
+    if n_prompt == len(ids):
+        return None, "empty_response"
+    ids.append(tokenizer.eos_token_id)
+    n_response = len(ids) - n_prompt  # response tokens + eos
+    if len(ids) > max_length:
+        if overlong == "drop":
+            return None, "overlong"
+        keep_prompt = max_length - n_response
+        if keep_prompt < 1:  # not even one prompt token left: the response alone does not fit
+            return None, "response_too_long"
+        ids = ids[n_prompt - keep_prompt:]
+        n_prompt = keep_prompt
+    labels = list(ids) if loss_on == "all" else [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
+    return {"input_ids": ids, "labels": labels}, None
+
+
+def read_split(path: Path) -> list[dict[str, Any]]:
+    """Records of a split file; a missing or mistyped `instruction`/`input`/`output` names file, line, field."""
+    records = []
+    for lineno, record in iter_jsonl(path):
+        for name in ("instruction", "output"):
+            if not isinstance(record.get(name), str):
+                raise UserError(f"{where(path, lineno, name)}: expected a string, got {record.get(name)!r}")
+        if not isinstance(record.get("input", "") or "", str):
+            raise UserError(f"{where(path, lineno, 'input')}: expected a string, got {record.get('input')!r}")
+        records.append(record)
+    return records
+
+
+def build_examples(
+    records: list[dict[str, Any]], tokenizer: Any, train: TrainParams, chat_template: str | None = None
+) -> tuple[list[dict[str, list[int]]], Counter]:
+    """Encode every record; return the examples and the count of dropped records per reason."""
+    examples, dropped = [], Counter()
+    for record in records:
+        prompt = format_prompt(record, train.template, tokenizer, chat_template)
+        example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
+                                         train.overlong)
+        if example is None:
+            dropped[reason] += 1
+        else:
+            examples.append(example)
+    return examples, dropped
+
+
+def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
+    """Greedy packing in the given order into rows of at most `max_length` tokens.
+
+    Position ids restart at 0 for each example: transformers reads that (with no attention mask) as packed
+    sequences and masks attention block-diagonally. Each example's first label is -100, so no token is
+    predicted across a boundary.
+    """
+    rows: list[dict[str, list[int]]] = []
+    row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
+    for ex in examples:
+        n = len(ex["input_ids"])
+        if row["input_ids"] and len(row["input_ids"]) + n > max_length:
+            rows.append(row)
+            row = {"input_ids": [], "labels": [], "position_ids": []}
+        row["input_ids"] += ex["input_ids"]
+        row["labels"] += [IGNORE_INDEX] + ex["labels"][1:]
+        row["position_ids"] += list(range(n))
+    if row["input_ids"]:
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class PadCollator:
+    """Right-pads a batch to its longest row; padding is masked by position (attention mask, labels -100).
+
+    Packed rows (with `position_ids`) get no attention mask, so that transformers derives the packed
+    block-diagonal mask from the position ids; their padding is a separate short segment with labels -100.
+    """
+
+    pad_id: int
+    pad_to_multiple_of: int | None = None
+    # Compute logits only from the first labelled position on (`logits_to_keep`): the LM head and the
+    # softmax over the vocabulary are a large share of a small model's work, wasted on masked prompt tokens.
+    trim_logits: bool = False
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        packed = "position_ids" in features[0]
+        ids, labels, mask, positions = [], [], [], []
+        for f in features:
+            n, pad = len(f["input_ids"]), longest - len(f["input_ids"])
+            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
+            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
+            mask.append([1] * n + [0] * pad)
+            if packed:
+                positions.append(list(f["position_ids"]) + list(range(pad)))
+        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        if self.trim_logits:
+            # logits[:, j] is scored against labels[:, j + 1]: keep logits from one before the first label.
+            labelled = (batch["labels"] != IGNORE_INDEX).any(dim=0).nonzero()
+            start = max(int(labelled[0]) - 1, 0) if len(labelled) else 0
+            batch["labels"] = batch["labels"][:, start:]
+            batch["logits_to_keep"] = longest - start
+        if packed:
+            batch["position_ids"] = torch.tensor(positions)
+        else:
+            batch["attention_mask"] = torch.tensor(mask)
+        return batch
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the (base) model's forward takes `logits_to_keep`, as transformers' causal LMs do."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+# ---------------------------------------------------------------- checks before any heavy work
+
+
+def check_train_params(train: TrainParams, model: ModelParams, device: torch.device) -> None:
+    """Reject bad values and CPU-incompatible options before the model is loaded."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    choices = {"template": TEMPLATES, "loss_on": ("response", "all"), "overlong": ("trim_prompt", "drop"),
+               "scheduler": tuple(s.value for s in SchedulerType), "optimizer": tuple(o.value for o in OptimizerNames)}
+    for name, allowed in choices.items():
+        value = getattr(train, name)
+        if value not in allowed:
+            raise UserError(f"params.yaml: `train.{name}`: unknown value {value!r} (one of {', '.join(allowed)})")
+    positive = {"max_length": 2, "batch_size": 1, "grad_accum": 1, "eval_steps": 1, "logging_steps": 1, "save_steps": 1}
+    for name, low in positive.items():
+        if getattr(train, name) < low:
+            raise UserError(f"params.yaml: `train.{name}` must be >= {low}, got {getattr(train, name)}")
+    if train.save_steps % train.eval_steps:
+        raise UserError(f"params.yaml: `train.save_steps` ({train.save_steps}) must be a multiple of "
+                        f"`train.eval_steps` ({train.eval_steps}): the best checkpoint is chosen among evaluated ones")
+    if train.warmup_steps and train.warmup_ratio:
+        raise UserError("params.yaml: set `train.warmup_steps` or `train.warmup_ratio`, not both")
+    if not 0 <= train.warmup_ratio < 1:
+        raise UserError(f"params.yaml: `train.warmup_ratio` must be in [0, 1), got {train.warmup_ratio}")
+    if train.max_steps <= 0 and train.epochs <= 0:
+        raise UserError("params.yaml: `train.epochs` must be > 0 when `train.max_steps` is -1")
+    if device.type != "cuda" and any(k in train.optimizer for k in ("8bit", "4bit", "bnb", "paged")):
+        raise UserError(f"params.yaml: `train.optimizer`: {train.optimizer} (bitsandbytes) needs CUDA; "
+                        f"this run is on {device.type}: use adamw_torch")
+    pick_dtype(model.dtype, device)
+    check_quantisation(model, device)
+    if model.load_in and not train.lora.enabled:
+        raise UserError("params.yaml: `model.load_in` (8bit/4bit) trains only with `train.lora.enabled: true`")
+
+
+# ---------------------------------------------------------------- LoRA
+
+
+def lora_targets(model: Any, lora: LoraParams) -> list[str]:
+    """The modules LoRA adapts: `train.lora.target_modules`, else the default for the architecture."""
+    if lora.target_modules:
+        return list(lora.target_modules)
+    model_type = getattr(model.config, "model_type", "")
+    if model_type in LORA_TARGETS:
+        return LORA_TARGETS[model_type]
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    if model_type in PEFT_DEFAULTS:
+        return list(PEFT_DEFAULTS[model_type])
+    raise UserError(f"params.yaml: `train.lora.target_modules`: no default for architecture {model_type!r}; name them")
+
+
+def apply_lora(model: Any, lora: LoraParams, seed: int) -> Any:
+    """Wrap `model` with a LoRA adapter (peft); the adapter's random init is seeded."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora_targets(model, lora),
+                        fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2's Conv1D stores weights transposed
+    torch.manual_seed(seed)
+    return get_peft_model(model, config)
+
+
+def load_trained(path: str | Path, base: ModelParams, device: torch.device | None = None) -> Any:
+    """Load what `train` wrote: full weights, or a LoRA adapter on top of the base model in `base`."""
+    path = Path(path)
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_model(base, device), str(path)).eval()
+    saved = ModelParams(**{**asdict(base), "name": str(path), "gguf_file": None, "revision": None})
+    return load_model(saved, device).eval()
+
+
+# ---------------------------------------------------------------- checkpoints and resume
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(params: Params, paths: TrainPaths) -> dict[str, Any]:
+    """What a checkpoint depends on: the `model` and `train` params (operational knobs aside) and the data."""
+    train = {k: v for k, v in asdict(params.train).items() if k not in OPERATIONAL_FIELDS}
+    return {"model": asdict(params.model), "train": train,
+            "train_data": file_sha256(paths.train), "val_data": file_sha256(paths.val)}
+
+
+def _checkpoint_dirs(folder: Path) -> list[Path]:
+    dirs = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    return sorted(dirs, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def prepare_checkpoints(folder: Path, expected: dict[str, Any]) -> None:
+    """Keep checkpoints only if they were made from the same params and data; drop torn ones (no trainer state)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = folder / FINGERPRINT
+    found = json.loads(stamp.read_text()) if stamp.exists() else None
+    if found != expected:
+        stale = _checkpoint_dirs(folder)
+        if stale:
+            print(f"train: discarding {len(stale)} checkpoint(s) in {folder}: made from other params or data")
+        for path in stale:
+            shutil.rmtree(path)
+        write_json(stamp, expected)
+    for path in _checkpoint_dirs(folder):
+        if not (path / "trainer_state.json").exists():  # killed while saving: trainer_state.json is written last
+            print(f"train: discarding incomplete checkpoint {path}")
+            shutil.rmtree(path)
+
+
+def last_checkpoint(folder: Path) -> str | None:
+    dirs = [p for p in _checkpoint_dirs(folder) if (p / "trainer_state.json").exists()]
+    return str(dirs[-1]) if dirs else None
+
+
+# ---------------------------------------------------------------- callbacks
+
+
+def _callback_base() -> type:
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class _Throughput(_callback_base()):
+    """Seconds spent inside optimizer steps (no eval, no saving) and the non-pad tokens they consumed."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.tokens = 0
+        self._start = 0.0
+        self._tokens_before: int | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._tokens_before = state.num_input_tokens_seen
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        self.seconds += time.perf_counter() - self._start
+        self.tokens = state.num_input_tokens_seen - (self._tokens_before or 0)
+
+
+class _EvalAtEnd(_callback_base()):
+    """Evaluate and save after the last step too, so the final weights compete for 'best'."""
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+            control.should_evaluate = True
+            control.should_save = True
+        return control
+
+
+# DVCLive metric name for each Trainer log key we plot.
+LIVE_KEYS = {"loss": "train/loss", "eval_loss": "eval/loss", "learning_rate": "train/learning_rate",
+             "grad_norm": "train/grad_norm"}
+
+
+class _LiveLogger(_callback_base()):
+    """Logs loss, eval loss, learning rate and grad norm to DVCLive at the Trainer's global step.
+
+    DVCLive's own HF callback steps once per log call (train and eval logs land on different steps) and
+    a resumed run would lose the history before the checkpoint; this one replays the restored history first.
+    """
+
+    def __init__(self, live: Any) -> None:
+        self.live = live
+
+    def _log(self, logs: dict[str, Any], step: int) -> None:
+        self.live.step = step
+        logged = False
+        for key, name in LIVE_KEYS.items():
+            if key in logs:
+                self.live.log_metric(name, round(float(logs[key]), 6))
+                logged = True
+        if logged:
+            self.live.make_summary()
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        for entry in state.log_history:  # restored from a checkpoint when resuming
+            self._log(entry, entry["step"])
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+        if logs:
+            self._log(logs, state.global_step)
+
+
+def _live(folder: Path) -> Any:
+    """DVCLive with its system monitor, writing nothing to dvc.yaml and making no experiment of its own."""
+    import dvclive.monitor_system as monitor
+    from dvclive import Live
+
+    # dvclive 3.49 treats "pynvml importable" as "a GPU is there"; without the NVML library every sample
+    # then fails and no CPU/RAM metric is logged at all. Probe once and switch the GPU part off.
+    if monitor.GPU_AVAILABLE:
+        try:
+            monitor.nvmlInit()
+            monitor.nvmlShutdown()
+        except monitor.NVMLError:
+            monitor.GPU_AVAILABLE = False
+    return Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, monitor_system=True)
+
+
+def _tidy_live_dir(folder: Path) -> None:
+    """Leave plot data only: drop DVCLive's summary (metrics/train.json has the run's figures) and its
+    wall-clock column (the system monitor writes one), so outputs carry no timestamps."""
+    (folder / "metrics.json").unlink(missing_ok=True)
+    for tsv in folder.rglob("*.tsv"):
+        lines = tsv.read_text().splitlines()
+        if lines and lines[0].split("\t")[0] == "timestamp":
+            tsv.write_text("".join("\t".join(line.split("\t")[1:]) + "\n" for line in lines))
+
+
+# ---------------------------------------------------------------- the run
+
+
+def training_arguments(
+    train: TrainParams, output_dir: Path, device: torch.device, autocast_dtype: torch.dtype | None = None
+) -> Any:
+    """TrainingArguments from `train.*`: every knob passed through, nothing hidden.
+
+    `autocast_dtype` (bf16/fp16, CUDA only) turns on mixed precision: the optimizer keeps fp32 weights.
+    """
+    from transformers import TrainingArguments
+
+    warmup: float = train.warmup_steps or train.warmup_ratio  # transformers reads a value < 1 as a ratio
+    report_to = [r for r in train.report_to if r not in ("none", "dvclive")]
+    for tracker in report_to:
+        try:
+            __import__(tracker)
+        except ImportError:
+            raise UserError(f"params.yaml: `train.report_to`: {tracker} is not installed") from None
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        learning_rate=train.lr,
+        weight_decay=train.weight_decay,
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        warmup_steps=warmup,
+        lr_scheduler_type=train.scheduler,
+        optim=train.optimizer,
+        max_grad_norm=train.max_grad_norm,
+        activation_checkpointing=train.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if train.gradient_checkpointing else None,
+        eval_strategy="steps",
+        eval_steps=train.eval_steps,
+        logging_strategy="steps",
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        seed=train.seed,
+        data_seed=train.seed,
+        train_sampling_strategy="group_by_length" if train.group_by_length and not train.packing else "random",
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        report_to=report_to or "none",
+        use_cpu=device.type == "cpu",
+        bf16=autocast_dtype == torch.bfloat16,
+        fp16=autocast_dtype == torch.float16,
+        ddp_find_unused_parameters=False,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to reuse freed memory instead of returning big blocks to the OS after every step.
+
+    By default every tensor over 32 MB (logits, embedding gradients) is a fresh mmap, and touching it again
+    costs hundreds of thousands of page faults per training step on CPU; a custom allocator (jemalloc,
+    tcmalloc) is the usual cure, `mallopt` the same effect with no new dependency. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: serve big blocks from the heap
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: keep freed heap memory for the next step
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Swap a finished output folder into place, so a failed run leaves the previous one intact."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def save_trained(trainer: Any, tokenizer: Any, lora: LoraParams, out: Path) -> None:
+    """models/tuned: full safetensors, a LoRA adapter, or (lora.merge) the merged full weights; with the tokenizer."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model = trainer.model
+    if lora.enabled and lora.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    _replace_dir(tmp, out)
+
+
+def best_eval_loss(trainer: Any) -> float:
+    """Validation loss of the best model (loaded by load_best_model_at_end) over the whole validation set.
+
+    The Trainer already evaluated exactly these weights on the whole set at the best step (evaluation is
+    deterministic), so that logged value is reused; evaluate again only when no evaluation was logged.
+    """
+    state = trainer.state
+    best = state.best_global_step or state.global_step
+    for entry in reversed(state.log_history):
+        if "eval_loss" in entry and entry["step"] == best:
+            return float(entry["eval_loss"])
+    return float(trainer.evaluate()["eval_loss"])
+
+
+def summarise(state: Any, history: list[dict[str, Any]], val_loss: float, throughput: _Throughput,
+              runtime: float) -> dict[str, Any]:
+    """The metrics of a run, from the Trainer's log history (restored on resume, so resume-proof)."""
+    losses, last_step = [], 0
+    for entry in history:
+        if "loss" in entry:
+            losses.append((entry["step"] - last_step, entry["loss"]))
+            last_step = entry["step"]
+    steps = sum(n for n, _ in losses)
+    train_loss = sum(n * loss for n, loss in losses) / steps if steps else float("nan")
+    return {
+        "train_loss": round(train_loss, 6),  # mean over all steps, as the Trainer reports it
+        "train_loss_last": round(losses[-1][1], 6) if losses else None,  # the last logging window
+        "val_loss": round(val_loss, 6),
+        "val_perplexity": round(math.exp(val_loss), 4),
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+        "best_step": state.best_global_step or state.global_step,
+        "train_tokens_per_s": round(throughput.tokens / throughput.seconds, 1) if throughput.seconds else 0.0,
+        "train_tokens": throughput.tokens,
+        "runtime_s": round(runtime, 1),
+    }
+
+
+def write_loss_chart(history: list[dict[str, Any]], path: Path) -> None:
+    from instruct_tune.charts import line_png
+
+    train = [(e["step"], e["loss"]) for e in history if "loss" in e]
+    val = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]
+    series = {name: ([s for s, _ in pts], [v for _, v in pts])
+              for name, pts in (("train", train), ("validation", val)) if pts}
+    line_png(path, series, title="Loss by step", xlabel="step", ylabel="loss", markers=True)
+
+
+def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | None:
+    """Run the `train` stage; return the metrics (on the main process; None on the others)."""
+    from transformers import Trainer, set_seed
+
+    paths = paths or TrainPaths()
+    tp, mp = params.train, params.model
+    device = pick_device(mp.device)
+    check_train_params(tp, mp, device)
+    if tp.num_threads > 0:
+        torch.set_num_threads(tp.num_threads)
+
+    tokenizer = load_tokenizer(mp)
+    train_examples, dropped = build_examples(read_split(paths.train), tokenizer, tp, mp.chat_template)
+    val_examples, val_dropped = build_examples(read_split(paths.val), tokenizer, tp, mp.chat_template)
+    if not train_examples:
+        raise UserError(f"{paths.train}: no record fits `train.max_length` = {tp.max_length} with a trainable "
+                        f"response (dropped: {dict(dropped)})")
+    if not val_examples:
+        raise UserError(f"{paths.val}: no validation record fits `train.max_length` = {tp.max_length} "
+                        f"(dropped: {dict(val_dropped)})")
+    n_train_examples = len(train_examples)
+    if tp.packing:
+        train_examples = pack_examples(train_examples, tp.max_length)
+
+    # bf16/fp16 means mixed precision: a full fine-tune keeps fp32 master weights (pure-bf16 AdamW updates lose
+    # most small steps to rounding) and autocasts; LoRA keeps the frozen base in bf16 and its adapters in fp32.
+    compute_dtype = pick_dtype(mp.dtype, device)
+    autocast_dtype = compute_dtype if compute_dtype in (torch.bfloat16, torch.float16) else None
+    if autocast_dtype is not None and not tp.lora.enabled:
+        mp = replace(mp, dtype="float32")
+    args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)  # initialises torch.distributed under torchrun
+    with args.main_process_first(desc="checkpoints"):
+        if args.process_index == 0:
+            prepare_checkpoints(paths.checkpoints, fingerprint(params, paths))
+    resume = last_checkpoint(paths.checkpoints)
+    if resume and args.process_index == 0:
+        print(f"train: resuming from {resume}")
+
+    if device.type == "cpu":
+        keep_freed_memory()
+    set_seed(tp.seed)
+    model = load_model(mp, device, for_training=True)
+    model.config.use_cache = False  # the KV cache is for generation; it only costs memory in training
+    if tp.lora.enabled:
+        model = apply_lora(model, tp.lora, tp.seed)
+        if args.process_index == 0:
+            model.print_trainable_parameters()
+
+    throughput = _Throughput()
+    collator = PadCollator(tokenizer.pad_token_id, trim_logits=accepts_logits_to_keep(model))
+    trainer = Trainer(model=model, args=args, train_dataset=train_examples, eval_dataset=val_examples,
+                      data_collator=collator, processing_class=tokenizer,
+                      callbacks=[throughput, _EvalAtEnd()])
+    live = _live(paths.plots) if args.process_index == 0 else None
+    started = time.perf_counter()
+    try:
+        if live is not None:
+            trainer.add_callback(_LiveLogger(live))
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        if live is not None:
+            trainer.remove_callback(_LiveLogger)
+            live.end()  # stops the system monitor's (non-daemon) thread, also when training fails
+    runtime = time.perf_counter() - started
+    history = list(trainer.state.log_history)
+    val_loss = best_eval_loss(trainer)
+    if not trainer.is_world_process_zero():
+        return None
+
+    save_trained(trainer, tokenizer, tp.lora, paths.model_dir)
+    metrics = summarise(trainer.state, history, val_loss, throughput, runtime)
+    metrics.update({
+        "n_train_examples": n_train_examples,
+        "n_train_rows": len(train_examples),  # = examples unless packing
+        "n_val_examples": len(val_examples),
+        "n_dropped_overlong": dropped["overlong"] + dropped["response_too_long"],
+        "dropped": dict(sorted(dropped.items())),
+        "val_dropped": dict(sorted(val_dropped.items())),
+        "peak_memory_mb": round(_peak_memory_mb(device), 1),
+        "device": device.type,
+        "world_size": args.world_size,
+        "lora": tp.lora.enabled,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    })
+    write_json(paths.metrics, metrics)
+    _tidy_live_dir(paths.plots)
+    write_loss_chart(history, paths.plots / "loss.png")
+    if not tp.keep_checkpoints:
+        for path in _checkpoint_dirs(paths.checkpoints):  # the result is in models/tuned; checkpoints are GBs
+            shutil.rmtree(path)
+    return metrics
