@@ -1,0 +1,20 @@
+"""Stage `report`: REPORT.md from the metrics, charts, generations and judgments."""
+
+from pathlib import Path
+
+from instruct_tune.cli import run_stage
+from instruct_tune.generation import answer_matches
+from instruct_tune.io import atomic_write_text
+from instruct_tune.params import load_params
+from instruct_tune.report import build_report
+
+
+def main() -> None:
+    params = load_params()
+    text = build_report(examples=params.report.examples, is_correct=lambda row: answer_matches(row["answer"], row["response"]))
+    atomic_write_text(Path("REPORT.md"), text)
+    print(f"wrote REPORT.md ({len(text.splitlines())} lines)")
+
+
+if __name__ == "__main__":
+    run_stage(main)
