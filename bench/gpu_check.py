@@ -57,11 +57,12 @@ def build_random_model(config_dir: Path, out: Path) -> Path:
     return out
 
 
-def run_config(name: str, overrides: dict, model_name: str, steps: int, split_dir: Path) -> dict:
+def run_config(name: str, overrides: dict, model_name: str, steps: int, split_dir: Path, batch_size: int) -> dict:
     yaml = YAML()
     params = yaml.load((REPO / "params.yaml").read_text())
     merge(params, {"model": {"name": model_name, "device": "cuda"},
-                   "train": {"max_steps": steps, "eval_steps": steps, "save_steps": steps, "logging_steps": 5}})
+                   "train": {"max_steps": steps, "eval_steps": steps, "save_steps": steps, "logging_steps": 5,
+                             "batch_size": batch_size}})
     merge(params, json.loads(json.dumps(overrides)))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
     parser.add_argument("--random-from", type=Path, help="config + tokenizer folder: random weights of that architecture")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--split", type=Path, default=REPO / "data" / "split")
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--out", type=Path, default=None)
@@ -105,7 +107,7 @@ def main() -> None:
         model_name = str(build_random_model(args.random_from, Path(tempfile.mkdtemp()) / "random-model"))
     rows = []
     for name in args.configs.split(","):
-        row = run_config(name, CONFIGS[name], model_name, args.steps, args.split)
+        row = run_config(name, CONFIGS[name], model_name, args.steps, args.split, args.batch_size)
         rows.append(row)
         summary = {k: v for k, v in row.items() if k != "error"}
         print(json.dumps(summary), flush=True)
