@@ -19,20 +19,13 @@ from instruct_tune.templates import format_prompt, stop_strings
 
 
 def load_chat_model(model_dir: str, base: ModelParams) -> tuple[Any, Any]:
-    """A full model folder, or a LoRA adapter folder on top of `base`."""
-    from instruct_tune.modeling import load_model, load_tokenizer, pick_device
+    """A full model folder, or a LoRA adapter folder on top of `base`: loaded as the generate stage loads it."""
+    from instruct_tune.generation import load_tuned
+    from instruct_tune.modeling import pick_device
 
-    path = Path(model_dir)
-    if not path.exists():
+    if not Path(model_dir).exists():
         raise UserError(f"{model_dir}: no such model folder (run `dvc repro train` first, or pass --model)")
-    device = pick_device(base.device)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(load_model(base, device), str(path))
-    else:
-        model = load_model(ModelParams(name=str(path), device=base.device, dtype=base.dtype), device)
-    tokenizer = load_tokenizer(ModelParams(name=str(path)))
+    model, tokenizer, _ = load_tuned(base, model_dir, pick_device(base.device))
     model.eval()
     return model, tokenizer
 
