@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
+from instruct_tune.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
 from instruct_tune.errors import UserError
 from instruct_tune.params import BUNDLED_MODEL, JudgeParams
-
-DUMMY_API_KEY = "sk-no-key-required"  # local servers (llama.cpp, Ollama, vLLM) accept any key
 
 
 class BackendUnavailable(Exception):
@@ -164,11 +163,17 @@ class OpenAIBackend:
     def __init__(self, params: JudgeParams, schema: dict[str, Any]) -> None:
         import openai
 
+        # Checked before any request: the key goes only over https or to a loopback server (see api_keys).
+        check_env_name(params.api_key_env)
+        check_endpoint(params.base_url, params.allow_insecure_http)
         self.params = params
         self.model_id = f"openai:{params.model}"
         self.max_workers = max(1, params.concurrency)
-        # The key is read from the environment and handed to the client only: never stored or logged.
-        api_key = os.environ.get(params.api_key_env) or DUMMY_API_KEY
+        self._url = display_url(params.base_url)
+        # The key is read from the environment and handed to the client only: never stored or logged, and
+        # removed from any server message we repeat (a hostile or careless server may echo it).
+        api_key = resolve_api_key(params.api_key_env, params.base_url)
+        self._redact = lambda text: redact(text, api_key)
         self.client = openai.OpenAI(
             base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
         )
@@ -198,17 +203,18 @@ class OpenAIBackend:
                 # A 400/422 most likely means the response format; llama-cpp-python's server answers a
                 # format it does not know with a 500 that names `response_format`.
                 if exc.status_code in (400, 422) or "response_format" in str(exc):
-                    last = f"{exc.status_code}: {_short(exc)}"
+                    last = f"{exc.status_code}: {self._redact(_short(exc))}"
                     continue  # try a weaker format
                 if exc.status_code in (401, 403, 404):
                     raise BackendUnavailable(
-                        f"judge server {self.params.base_url} refused the request ({exc.status_code}: {_short(exc)}); "
+                        f"judge server {self._url} refused the request ({exc.status_code}: {self._redact(_short(exc))}); "
                         f"check judge.model and the key in the environment variable {self.params.api_key_env}"
                     ) from None
-                raise JudgmentFailed(f"judge server error {exc.status_code}: {_short(exc)}", cacheable=False) from None
+                raise JudgmentFailed(f"judge server error {exc.status_code}: {self._redact(_short(exc))}",
+                                     cacheable=False) from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 raise BackendUnavailable(
-                    f"judge server {self.params.base_url} unreachable ({type(exc).__name__}: {exc}; "
+                    f"judge server {self._url} unreachable ({type(exc).__name__}: {self._redact(str(exc))}; "
                     f"timeout {self.params.timeout_s:g}s, {self.params.max_retries} retries)"
                 ) from None
             if level != start:
@@ -216,7 +222,7 @@ class OpenAIBackend:
                     self._level = max(self._level, level)
             if not reply.choices:
                 raise JudgmentFailed("judge server returned no choices", cacheable=False)
-            return reply.choices[0].message.content or ""
+            return self._redact(reply.choices[0].message.content or "")  # never store an echoed key
         raise JudgmentFailed(f"judge server rejected every response format (last: {last})", cacheable=True)
 
     def close(self) -> None:

@@ -149,6 +149,12 @@ class JudgeParams:
     seed: int = 0
     use_reference: bool = True  # show the judge the record's reference answer (to check facts against)
     max_retries: int = 1  # openai backend: the client's own retries on connection errors and 5xx
+    allow_insecure_http: bool = False  # openai backend: allow sending the key over plain http to a non-loopback host
+
+    def __post_init__(self) -> None:
+        from instruct_tune.api_keys import check_env_name
+
+        check_env_name(self.api_key_env)  # a pasted key fails every stage, before it reaches dvc.lock
 
 
 @dataclass

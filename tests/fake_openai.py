@@ -1,0 +1,78 @@
+"""A tiny OpenAI-compatible chat-completions server for tests that run the judge as a subprocess.
+
+It answers at once: `reply(n, body)` gives each request's answer, a string (the completion's content) or an
+int (an HTTP error status, whose message is `error_message`). Every request's Authorization header is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+VERDICT = json.dumps({
+    "response_a": {"factual_correctness": 5, "instruction_adherence": 4, "clarity_usefulness": 4, "total": 13},
+    "response_b": {"factual_correctness": 1, "instruction_adherence": 2, "clarity_usefulness": 3, "total": 6},
+    "winner": "A", "justification": "A is right.",
+})
+
+
+class FakeOpenAI:
+    def __init__(self, reply: Callable[[int, dict[str, Any]], str | int] = lambda n, body: VERDICT,
+                 error_message: str = "scripted error", host: str = "127.0.0.1") -> None:
+        self.reply = reply
+        self.error_message = error_message
+        self.auth: list[str | None] = []
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: the client reuses its connection
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.auth.append(self.headers.get("Authorization"))
+                    n = len(server.auth)
+                answer = server.reply(n, body)
+                if isinstance(answer, int):
+                    status = answer
+                    payload: dict[str, Any] = {"error": {"message": server.error_message, "type": "invalid_request_error"}}
+                else:
+                    status = 200
+                    payload = {
+                        "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": answer}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def requests(self) -> int:
+        with self.lock:
+            return len(self.auth)
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
