@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from instruct_tune.io import read_json, read_jsonl
+from instruct_tune.markdown import code_span, inert
 
 METRICS = ("prepare", "eda", "split", "train", "generate", "judge")
 CRITERIA = ("factual_correctness", "instruction_adherence", "clarity_usefulness", "total")
@@ -35,10 +36,10 @@ def pct(value: float | None) -> str:
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    """A GitHub-flavoured markdown table; every cell inert (cells hold source names, instructions, responses)."""
+    lines = ["| " + " | ".join(inert(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
-        cells = [fmt(c).replace("|", "\\|").replace("\n", " ") for c in row]
+        cells = [inert(fmt(c)) for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -47,7 +48,7 @@ def image(path: Path, report_dir: Path, alt: str) -> str:
     """A markdown image link relative to the report, or a note when the chart is missing."""
     if not path.exists():
         return f"_({alt}: chart not found at {path})_"
-    return f"![{alt}]({os.path.relpath(path, report_dir)})"
+    return f"![{inert(alt)}]({os.path.relpath(path, report_dir)})"
 
 
 def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
@@ -109,7 +110,7 @@ def section_data(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
             extra.append(f"records with an input: {eda.get('with_input')} ({pct(eda.get('input_share'))})")
         verbs = eda.get("top_verbs")
         if verbs:
-            extra.append("top leading verbs: " + ", ".join(f"{v['verb']} ({v['count']})" if isinstance(v, dict) else str(v) for v in verbs))
+            extra.append("top leading verbs: " + ", ".join(inert(f"{v['verb']} ({v['count']})" if isinstance(v, dict) else str(v)) for v in verbs))
         flesch = eda.get("flesch_reading_ease")
         if flesch:
             extra.append(f"Flesch reading ease of outputs: mean {fmt(flesch.get('mean'), 1)}, median {fmt(flesch.get('median'), 1)}")
@@ -117,7 +118,7 @@ def section_data(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
         topics = eda.get("lda_topics")
         if topics:
             lines.append("- LDA topics: " + "; ".join(
-                f"{i + 1}: " + ", ".join(t.get("words", t) if isinstance(t, dict) else t) for i, t in enumerate(topics)
+                f"{i + 1}: " + ", ".join(map(inert, t.get("words", t) if isinstance(t, dict) else t)) for i, t in enumerate(topics)
             ))
         lines.append("")
         for png in sorted((plots / "eda").glob("*.png")):
@@ -181,7 +182,7 @@ def section_judge(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
         rows.append([f"{side} case (total)", _case(j.get("base", {}).get(side)), _case(j.get("tuned", {}).get(side))])
     lines = [
         "## 4. LLM-as-judge",
-        f"Judge: `{j.get('judge_model')}`, rubric v{j.get('rubric_version')}, each pair judged in both orders "
+        f"Judge: {code_span(j.get('judge_model'))}, rubric v{inert(str(j.get('rubric_version')))}, each pair judged in both orders "
         f"(blind A/B labels; a verdict that flips with the order counts as a tie).",
         "",
         table(["mean score", "base", "tuned"], rows),
@@ -216,7 +217,7 @@ def section_examples(gens: dict[str, list[dict[str, Any]]], judgments: dict[str,
         verdict = judgments.get(row["id"], {}).get("winner")
         lines += [
             "",
-            f"**Instruction:** {clip(row.get('instruction', ''))}" + (f"  \n**Input:** {clip(row['input'])}" if row.get("input") else ""),
+            f"**Instruction:** {inert(clip(row.get('instruction', '')))}" + (f"  \n**Input:** {inert(clip(row['input']))}" if row.get("input") else ""),
             "",
             table(["", "response"], [
                 ["reference", clip(row.get("reference", ""))],
@@ -225,7 +226,7 @@ def section_examples(gens: dict[str, list[dict[str, Any]]], judgments: dict[str,
             ]),
         ]
         if verdict:
-            lines.append(f"Judge: **{verdict}**.")
+            lines.append(f"Judge: **{inert(verdict)}**.")
     return lines
 
 
