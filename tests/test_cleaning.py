@@ -120,3 +120,59 @@ def test_deduplicator_first_occurrence_wins_across_sources():
     no_near = Deduplicator(near_duplicates=False)
     assert no_near.check(rec("Say hi.", output="Hi!")) == (None, None)
     assert no_near.check(rec("say hi", output="hi")) == (None, None)
+
+
+# ---------------------------------------------------------------- hostile markup (issue 8)
+
+
+def test_script_and_style_blocks_are_removed_with_their_content():
+    text = 'Hello <script type="text/javascript">steal(document.cookie)</script>world<STYLE>p{x:y}</style>!'
+    assert clean_text(text) == "Hello world!"
+    assert clean_text("a <script>never closed") == "a never closed"  # a lone tag goes, its text stays
+    r = rec("Summarise the page.", "Breaking <b>news</b><script>alert(1)</script>", "News.")
+    assert r["input"] == "Breaking news"  # "script" inside the tag does not make the record "about markup"
+    r = rec("Write a script that says hi.", "", "<script>alert('hi')</script>")
+    assert r["output"] == "<script>alert('hi')</script>"  # a record about scripts keeps them
+
+
+@pytest.mark.parametrize("filler", [" ", "x ", "\t\n"])
+@pytest.mark.parametrize("pattern", ["<b", "<b a=", "<br", "&amp", "<script>", "<b<b", "</p", "<style x"])
+def test_html_stripping_is_linear_on_pathological_input(pattern, filler):
+    """200k characters after an unclosed tag: the old regex backtracked quadratically (32k spaces after `<b` took
+    5 s). The stripper now scans with possessive quantifiers only. Checked by comparing sizes, not by a clock
+    threshold: 4x the input must cost far less than the 16x a quadratic scan would (best of 3 runs each)."""
+    import time
+
+    def cost(n: int) -> float:
+        text = pattern + filler * (n // len(filler))
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            out = clean_text(text)
+            best = min(best, time.perf_counter() - start)
+        # correctness: an unclosed tag is not a tag, so the text stays (a lone `<script>` goes, its text stays)
+        assert out.startswith("" if pattern == "<script>" else pattern[:2]) and "<script>" not in out
+        return best
+
+    small, large = cost(50_000), cost(200_000)
+    assert large < 10 * small + 0.02, (small, large)
+
+
+def test_pathological_tags_are_still_handled_correctly():
+    assert clean_text("<b" + " x" * 100_000).startswith("<b x x")  # not a tag: no closing `>`
+    assert clean_text("<b>" + "y" * 100_000 + "</b>") == "y" * 100_000
+    assert clean_text("<b class=" + "z" * 1000 + ">bold</b>") == "bold"
+    assert clean_text("<b <i>x</i>") == "<b x"  # the candidate at `<b` ends at the next `<`
+
+
+def test_html_stripping_runs_after_the_length_filter(monkeypatch):
+    import instruct_tune.cleaning as cleaning
+
+    calls = []
+    real = cleaning.strip_html
+    monkeypatch.setattr(cleaning, "strip_html", lambda text: calls.append(len(text)) or real(text))
+    long = {"instruction": "Do.", "input": "<b" + "x" * 50_000, "output": "<p>ok</p>", "answer": None, "task": None}
+    out = cleaning.clean_record(long, max_chars=2000)
+    assert drop_reason(out, 2000, 1, True) == "too_long" and calls == []  # dropped before any stripping
+    short = {"instruction": "Do.", "input": "", "output": "It is <b>ok</b>.", "answer": None, "task": None}
+    assert cleaning.clean_record(short, max_chars=2000)["output"] == "It is ok." and calls

@@ -143,3 +143,19 @@ def test_unknown_and_undetectable_formats():
         normalise_rows(rows({"foo": 1}), "auto")
     with pytest.raises(UserError, match=r"format 'alpaca' needs records with fields"):
         normalise_rows([Row("d.txt: line 1", "just text")], "alpaca")
+
+
+# ---------------------------------------------------------------- dialogues without a reply (issue 8)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("Hello there __eou__", r"d.txt: line 4: a dialogue needs at least two turns \(a message and its reply\), found 1"),
+    ("__eou__", r"d.txt: line 4: a dialogue needs at least two turns .* found 1"),
+    ("<|user|>\nHi", r"d.txt: line 4: a dialogue needs at least two turns .* found 1"),
+    ("<|assistant|>\nHi<|user|>\nBye", r"d.txt: line 4: no <\|user\|> turn is followed by an <\|assistant\|> reply"),
+])
+def test_a_dialogue_without_a_reply_is_an_error_naming_the_line(text, message):
+    with pytest.raises(UserError, match=message):
+        normalise_rows([Row("d.txt: line 1", "A __eou__ B"), Row("d.txt: line 4", text)], "dialogue")
+    with pytest.raises(UserError, match=message):
+        normalise_rows([Row("d.txt: line 4", {"dialogue": text})], "dialogue", merge_conversations=True)

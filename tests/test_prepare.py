@@ -187,3 +187,25 @@ def test_dailydialog_pairs(shared_data, tmp_path):
     assert all("__eou__" not in r["output"] and " ." not in r["output"] for r in records)
     merged = load_source(SourceParams(uri=str(path), format="dialogue"), merge_conversations=True)
     assert len(merged) == sum(1 for t in turns if len(t) >= 2)
+
+
+# ---- inputs that used to pass with 0 records kept (issue 8) ----------------------------------------------
+
+
+def test_zero_records_kept_is_an_error_naming_each_source_and_its_drops(tmp_path):
+    blank = jsonl(tmp_path / "blank.jsonl", [{"instruction": "   ", "output": "\t"}, {"instruction": "\u200b", "output": " "}])
+    long = jsonl(tmp_path / "long.jsonl", [{"instruction": "Say it.", "output": "x" * 50}, alpaca(1) | {"output": ""}])
+    data = DataParams(sources=[SourceParams(uri=blank, name="blank"), SourceParams(uri=long, name="long")], max_chars=40)
+    with pytest.raises(UserError) as caught:
+        prepare(data)
+    assert str(caught.value) == (
+        f"prepare: no records kept after cleaning and filtering; per source: 'blank' ({blank}): 2 loaded, dropped "
+        f"empty 2; 'long' ({long}): 2 loaded, dropped empty 1, too_long 1 (data.max_chars=40, data.min_output_chars=1)")
+
+
+def test_a_one_turn_dialogue_is_an_error_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "dialogues.txt"
+    path.write_text("Hi! __eou__ Hello. __eou__\n\nAnyone there? __eou__\n", encoding="utf-8")
+    with pytest.raises(UserError, match=rf"{path}: line 3: a dialogue needs at least two turns \(a message and its "
+                                        r"reply\), found 1"):
+        prepare(DataParams(sources=[SourceParams(uri=str(path), format="dialogue")]))

@@ -153,3 +153,36 @@ def test_builtin():
     assert [r.data for r in read_builtin("tasks", 20, seed=3)] == [r.data for r in rows]
     with pytest.raises(UserError, match=r"builtin:nope: unknown built-in source \(available: builtin:tasks\)"):
         read_rows("builtin:nope")
+
+
+# ---------------------------------------------------------------- malformed inputs (issue 8)
+
+
+def _nested(depth: int) -> str:
+    return "[" * (depth - 1) + '"x"' + "]" * (depth - 1)
+
+
+@pytest.mark.parametrize("name, content, message", [
+    # nesting that parses, but is deeper than any record: named by line and field
+    ("a.jsonl", '{"instruction": "ok", "output": "ok"}\n{"instruction": "x", "input": %s, "output": "y"}\n' % _nested(70),
+     r"a.jsonl: line 2: field 'input': JSON nested deeper than 64 levels"),
+    ("a.json", '[{"instruction": "x", "output": {"a": %s}}]' % _nested(64), r"a.json: record 1: field 'output': JSON nested"),
+    # nesting that used to crash the parser with a RecursionError (traceback, exit 1)
+    ("a.jsonl", '{"instruction": "ok", "output": "ok"}\n{"input": %s}\n' % _nested(200_000),
+     r"a.jsonl: line 2: JSON nested deeper than 64 levels"),
+    ("a.json", '[\n{"instruction": "ok"},\n{"input": %s}\n]' % _nested(200_000), r"a.json: line 3: JSON nested deeper than 64"),
+    # NUL bytes: raw in a CSV (Python's csv reader accepts them), escaped in JSON, raw in a text line
+    ("a.csv", 'instruction,output\nSay hi.,Hi!\nAdd.,5\x00\n', r"a.csv: line 3: field 'output': contains a NUL byte"),
+    ("a.jsonl", '{"instruction": "ok", "output": "a\\u0000b"}\n', r"a.jsonl: line 1: field 'output': contains a NUL byte"),
+    ("a.jsonl", '{"instruction": "ok", "in\\u0000put": "b"}\n', r"a.jsonl: line 1: a field name contains a NUL byte"),
+    ("d.txt", "A __eou__ B\nC \x00__eou__ D\n", r"d.txt: line 2: contains a NUL byte"),
+    ("u16.csv", "instruction,output\nSay hi.,Hi!\n".encode("utf-16-le"), r"u16.csv: line 2: a field name contains a NUL byte \(\\x00\): .*UTF-16"),
+])
+def test_malformed_inputs_are_clear_errors(tmp_path, name, content, message):
+    with pytest.raises(UserError, match=message):
+        read_file(write(tmp_path / name, content))
+
+
+def test_nesting_at_the_limit_is_fine(tmp_path):
+    rows = read_file(write(tmp_path / "a.jsonl", '{"instruction": "x", "input": %s}\n' % _nested(63)))
+    assert rows[0].data["instruction"] == "x"

@@ -23,10 +23,18 @@ _HTML_TAGS = (
     "h4 h5 h6 hr i img ins kbd li mark ol p picture pre q s samp small source span strike strong sub sup table tbody "
     "td tfoot th thead tr tt u ul video"
 ).split()
-# A tag is bare (`<p>`, `</b>`, `<br/>`) or has attributes with `=`: "<a link to a painting>" is prose, not a tag.
-_HTML_TAG_RE = re.compile(r"</?(?:%s)(?:\s+[^<>=]*=[^<>]*)?\s*/?>" % "|".join(_HTML_TAGS), re.IGNORECASE)
-_ENTITY_RE = re.compile(r"&(?:#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);")
-_HTML_BREAK_RE = re.compile(r"(?:<br\s*/?>|</(?:p|div|li|tr|h[1-6])>)[ \t]*\n?", re.IGNORECASE)
+_TAG_NAMES = frozenset(_HTML_TAGS)
+# A tag candidate: `<`, an optional `/`, a name, then everything up to the next `>` with no `<` inside.
+# Possessive quantifiers (`*+`) never backtrack, and a candidate's scan ends at the next `<`, so finding
+# every tag is linear in the text's length (the old single regex was quadratic after a `<b` with no `>`).
+_TAG_CANDIDATE_RE = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*+)([^<>]*+)>")
+_BARE_TAG_TAIL_RE = re.compile(r"\s*+/?")
+_ENTITY_RE = re.compile(r"&(?:#\d++|#x[0-9a-fA-F]++|[A-Za-z]++);")
+_HTML_BREAK_RE = re.compile(r"(?:<br\s*+/?>|</(?:p|div|li|tr|h[1-6])>)[ \t]*+\n?", re.IGNORECASE)
+# `<script>` and `<style>` blocks are code, not text: removed with their content (scraped pages carry them).
+_SCRIPT_STYLE_OPEN_RE = re.compile(r"<(script|style)\b[^<>]*+>", re.IGNORECASE)
+_SCRIPT_STYLE_CLOSE_RE = {name: re.compile(rf"</{name}\s*+>", re.IGNORECASE) for name in ("script", "style")}
+_SCRIPT_STYLE_TAG_RE = re.compile(r"</?(?:script|style)\b[^<>]*+>", re.IGNORECASE)
 # A record that is *about* markup or code (write an HTML page, fix this XML, make a word bold) keeps its
 # tags: they are the content. So does a field that starts with a tag: it is markup, not prose with formatting.
 _MARKUP_TOPIC_RE = re.compile(
@@ -50,12 +58,54 @@ _OUTPUT_PLACEHOLDERS = {
 }
 
 
+def _is_tag(match: re.Match[str]) -> bool:
+    """A real element (`<p>`, `</b>`, `<br/>`) or one with attributes (`<a href="x">`): "<a link to a painting>" is
+    prose, not a tag, and `<mask>` or `<insert name>` are content."""
+    if match.group(2).lower() not in _TAG_NAMES:
+        return False
+    tail = match.group(3)
+    return bool(_BARE_TAG_TAIL_RE.fullmatch(tail)) or (tail[:1].isspace() and "=" in tail)
+
+
+def has_tag(text: str) -> bool:
+    """True if `text` holds an HTML tag of a real element (linear time)."""
+    return any(_is_tag(m) for m in _TAG_CANDIDATE_RE.finditer(text))
+
+
+def starts_with_tag(text: str) -> bool:
+    match = _TAG_CANDIDATE_RE.match(text)
+    return match is not None and _is_tag(match)
+
+
+def strip_script_style(text: str) -> str:
+    """Remove `<script>...</script>` and `<style>...</style>` blocks, content included (linear time)."""
+    if "<" not in text:
+        return text
+    parts, pos, unclosed = [], 0, set()
+    while (opening := _SCRIPT_STYLE_OPEN_RE.search(text, pos)) is not None:
+        name = opening.group(1).lower()
+        closing = None if name in unclosed else _SCRIPT_STYLE_CLOSE_RE[name].search(text, opening.end())
+        if closing is None:  # no closing tag after here, nor after any later opening: stop looking (stays linear)
+            unclosed.add(name)
+            parts.append(text[pos : opening.end()])
+            pos = opening.end()
+            continue
+        parts.append(text[pos : opening.start()])
+        pos = closing.end()
+    parts.append(text[pos:])
+    return _SCRIPT_STYLE_TAG_RE.sub("", "".join(parts))  # a lone opening or closing tag goes too, its text stays
+
+
 def strip_html(text: str) -> str:
-    """Remove HTML markup (real element names only), keeping line breaks and decoding entities."""
-    if not _HTML_TAG_RE.search(text) and not _ENTITY_RE.search(text):
+    """Remove HTML markup (real element names only, script and style blocks whole), keeping line breaks and
+    decoding entities. Linear in the length of `text`."""
+    if "<" not in text and "&" not in text:
+        return text
+    text = strip_script_style(text)
+    if not has_tag(text) and not _ENTITY_RE.search(text):
         return text
     text = _HTML_BREAK_RE.sub("\n", text)
-    text = _HTML_TAG_RE.sub("", text)
+    text = _TAG_CANDIDATE_RE.sub(lambda m: "" if _is_tag(m) else m.group(0), text)
     return html.unescape(text)
 
 
@@ -98,13 +148,31 @@ def is_placeholder(text: str, field: str) -> bool:
     return False
 
 
-def clean_record(record: dict[str, Any]) -> dict[str, Any]:
-    """Clean instruction, input and output (and answer) of a normalised record; placeholders become ""."""
-    text = "\n".join((record["instruction"], record["input"], record["output"]))
-    about_markup = bool(_HTML_TAG_RE.search(text) or _ENTITY_RE.search(text)) and (
-        bool(_MARKUP_TOPIC_RE.search(text)) or any(_HTML_TAG_RE.match(record[f].lstrip()) for f in ("input", "output")))
+def _has_markup(text: str) -> bool:
+    return has_tag(text) or bool(_ENTITY_RE.search(text)) or bool(_SCRIPT_STYLE_OPEN_RE.search(text))
+
+
+def clean_record(record: dict[str, Any], max_chars: int | None = None) -> dict[str, Any]:
+    """Clean instruction, input and output (and answer) of a normalised record; placeholders become "".
+
+    With `max_chars`, a record longer than that after the cheap steps (control characters, whitespace) is
+    returned without HTML stripping: the length filter drops it anyway (markup counts towards the limit),
+    so the stripper only ever sees text within the limit.
+    """
+    fields = ("instruction", "input", "output")
     out = dict(record)
-    for field in ("instruction", "input", "output"):
+    if max_chars is not None and sum(len(record[f]) for f in fields) > max_chars:  # only long raw text pays for this
+        light = {f: clean_text(record[f], keep_markup=True) for f in fields}
+        light = {f: "" if is_placeholder(text, f) else text for f, text in light.items()}
+        if sum(map(len, light.values())) > max_chars:
+            out.update(light)
+            out["id"] = record_id(out)
+            return out
+    text = "\n".join(record[f] for f in fields)
+    # Words inside script/style blocks or tags do not make a record "about markup" (`<script>` says "script").
+    about_markup = _has_markup(text) and (
+        bool(_MARKUP_TOPIC_RE.search(strip_script_style(text))) or any(starts_with_tag(record[f].lstrip()) for f in ("input", "output")))
+    for field in fields:
         text = clean_text(record[field], keep_markup=about_markup)
         out[field] = "" if is_placeholder(text, field) else text
     if out.get("answer") is not None:

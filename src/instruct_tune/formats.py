@@ -135,7 +135,8 @@ def from_sharegpt(row: Row, merge: bool = False) -> list[dict]:
 
 _MARKER_RE = re.compile(r"<\|(user|assistant|system)\|>")
 # DailyDialog is tokenised ("Hello , how are you ?", "I ’ m"): undo the spaces it put around punctuation.
-_SPACE_BEFORE_PUNCT_RE = re.compile(r" +([.,!?;:%)\]}])")
+# `(?<! )` and ` ++`: a run of spaces is tried once, from its start (a plain ` +` retried every suffix: quadratic).
+_SPACE_BEFORE_PUNCT_RE = re.compile(r"(?<! ) ++([.,!?;:%)\]}])")
 _SPACE_AFTER_OPEN_RE = re.compile(r"([(\[{$]) +")
 _SPACED_APOSTROPHE_RE = re.compile(r"(\w) ?([’']) ?(?=(?:s|t|m|d|ll|re|ve|S|T|M|D|LL|RE|VE|Ll|Re|Ve)\b)")
 
@@ -188,7 +189,15 @@ def from_dialogue(row: Row, merge: bool = False) -> list[dict]:
         text = _field(row, ("dialogue", "text"))
     if not isinstance(text, str):
         raise UserError(f"{row.location}: expected a line of dialogue text, got {_describe(text)}")
-    return dialogue_records(dialogue_turns(text, row.location), merge)
+    turns = dialogue_turns(text, row.location)
+    # A dialogue without a reply gives no record: an error, not a silent zero (it used to surface stages later).
+    if len(turns) < 2:
+        raise UserError(f"{row.location}: a dialogue needs at least two turns (a message and its reply), found "
+                        f"{len(turns)} (turns are separated by __eou__ or marked <|user|> / <|assistant|>)")
+    records = dialogue_records(turns, merge)
+    if not records:
+        raise UserError(f"{row.location}: no <|user|> turn is followed by an <|assistant|> reply")
+    return records
 
 
 def detect_format(row: Row) -> str:

@@ -50,15 +50,19 @@ def check_sources(data: DataParams) -> None:
         classify(source.uri)  # an unknown URI scheme fails here
 
 
-def load_all(source: SourceParams, merge_conversations: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Every record of a source, normalised and cleaned (before sampling), and facts for the metrics."""
+def load_all(source: SourceParams, merge_conversations: bool = False,
+             max_chars: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every record of a source, normalised and cleaned (before sampling), and facts for the metrics.
+
+    With `max_chars`, records already too long before HTML stripping are not stripped (see `clean_record`).
+    """
     rows = read_rows(source.uri, source.split, source.count, source.seed)
     fmt = "alpaca" if classify(source.uri)[0] == "builtin" else resolve_format(rows, source.format)
     name = source_name(source)
     records = []
     for record in tqdm(normalise_rows(rows, fmt, merge_conversations), desc=f"clean {name}", unit="rec",
                        disable=len(rows) < _PROGRESS_MIN, leave=False):
-        record = clean_record(record)
+        record = clean_record(record, max_chars)
         record["source"] = name
         records.append({field: record[field] for field in RECORD_FIELDS})
     return records, {"uri": source.uri, "format": fmt, "rows": len(rows), "available": len(records)}
@@ -98,7 +102,7 @@ def prepare(data: DataParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     per_source: dict[str, Any] = {}
     for source in tqdm(data.sources, desc="sources", unit="source", disable=len(data.sources) < 2):
         name = source_name(source)
-        records, facts = load_all(source, data.merge_conversations)
+        records, facts = load_all(source, data.merge_conversations, data.max_chars)
         records = sample(records, source.count, source.seed, name)
         dropped: Counter = Counter()
         cross: Counter = Counter()
@@ -119,6 +123,15 @@ def prepare(data: DataParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             **facts, **_counts(n_kept, len(records), dropped),
             "cross_source_duplicates": {reason: cross[reason] for reason in ("duplicate", "near_duplicate")},
         }
+    if not kept:
+        # An empty dataset would only fail stages later, far from its cause: say here what dropped everything.
+        raise UserError(
+            "prepare: no records kept after cleaning and filtering; per source: " + "; ".join(
+                f"{name!r} ({s['uri']}): {s['loaded']} loaded, dropped "
+                + (", ".join(f"{reason} {n}" for reason, n in s["dropped"].items() if n) or "none")
+                for name, s in per_source.items())
+            + f" (data.max_chars={data.max_chars}, data.min_output_chars={data.min_output_chars})"
+        )
     kept.sort(key=lambda r: r["id"])
     loaded = sum(s["loaded"] for s in per_source.values())
     return kept, {**_counts(len(kept), loaded, total_dropped), "sources": per_source}

@@ -28,6 +28,8 @@ from instruct_tune.formats import Row
 FILE_TYPES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 BUILTINS = ("tasks",)
 BUILTIN_DEFAULT_COUNT = 1000  # records the generator makes when a builtin source gives no `count`
+_NUL_HINT = ": the file is binary or corrupted, or not UTF-8 text (UTF-16?); save it as UTF-8"
+MAX_NESTING = 64  # a record is an object of strings; deeper JSON is generated or corrupted (and once crashed the parser)
 URL_TIMEOUT_S = 60.0
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SCHEME_RE = re.compile(r"^([A-Za-z][\w+.-]+):")
@@ -88,7 +90,46 @@ def read_file(path: Path, display: str | None = None) -> list[Row]:
             rows = [Row(f"{display}: line {n}", line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if not rows:
         raise UserError(f"{display}: no records in the file")
+    for row in rows:
+        check_row(row)
     return rows
+
+
+def check_row(row: Row) -> None:
+    """Refuse NUL bytes and JSON nested deeper than MAX_NESTING, naming the row and the field (iteratively:
+    a recursive walk would itself overflow on the input it is guarding against)."""
+    stack: list[tuple[Any, str | None, int]] = [(row.data, None, 1)]
+    while stack:
+        value, field, depth = stack.pop()
+        where = f"{row.location}: field '{field}'" if field is not None else row.location
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise UserError(f"{where}: contains a NUL byte (\\x00){_NUL_HINT}")
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_NESTING:
+            raise UserError(f"{where}: JSON nested deeper than {MAX_NESTING} levels (a record is an object of strings)")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str) and "\x00" in key:
+                raise UserError(f"{where}: a field name contains a NUL byte (\\x00){_NUL_HINT}")
+            top = str(key) if field is None else field  # errors name the record's top-level field
+            stack.append((item, top, depth + 1))
+
+
+def _nesting_line(text: str) -> int:
+    """The line where JSON nesting first exceeds MAX_NESTING (strings skipped), for the error message."""
+    depth = 0
+    for match in re.finditer(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]', text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return text.count("\n", 0, match.start()) + 1
+        elif token in "]}":
+            depth -= 1
+    return 1
 
 
 def _read_utf8(path: Path, display: str) -> str:
@@ -109,6 +150,9 @@ def _json_rows(text: str, display: str) -> list[Row]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{display}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise UserError(f"{display}: line {_nesting_line(text)}: JSON nested deeper than {MAX_NESTING} levels "
+                        "(a record is an object of strings)") from None
     if not isinstance(data, list):
         raise UserError(f"{display}: expected a JSON list of records (objects), got {type(data).__name__} "
                         "(for one record a line, name the file .jsonl)")
@@ -124,6 +168,9 @@ def _jsonl_rows(text: str, display: str) -> list[Row]:
             rows.append(Row(f"{display}: line {n}", json.loads(line)))
         except json.JSONDecodeError as exc:
             raise UserError(f"{display}: line {n}: malformed JSON: {exc.msg} (column {exc.colno})") from None
+        except RecursionError:
+            raise UserError(f"{display}: line {n}: JSON nested deeper than {MAX_NESTING} levels "
+                            "(a record is an object of strings)") from None
     return rows
 
 
@@ -176,6 +223,8 @@ def read_hub(name: str, split: str) -> list[Row]:
     rows = [Row(f"hub dataset '{name}' ({split}): row {i}", item) for i, item in enumerate(dataset, 1)]
     if not rows:
         raise UserError(f"hub dataset '{name}' (split '{split}'): no records")
+    for row in rows:
+        check_row(row)
     return rows
 
 
