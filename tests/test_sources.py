@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +188,175 @@ def test_malformed_inputs_are_clear_errors(tmp_path, name, content, message):
 def test_nesting_at_the_limit_is_fine(tmp_path):
     rows = read_file(write(tmp_path / "a.jsonl", '{"instruction": "x", "input": %s}\n' % _nested(63)))
     assert rows[0].data["instruction"] == "x"
+
+
+# ---------------------------------------------------------------- URL limits (issue 8)
+
+ROWS_JSONL = "".join(json.dumps(r) + "\n" for r in ALPACA).encode()
+
+
+class _Routes(http.server.BaseHTTPRequestHandler):
+    """Scripted answers: a good file, too big (declared or not), slow, stalled, and redirects."""
+
+    routes: dict[str, str] = {}  # path -> target URL for redirects, set per server
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?")[0]
+        try:
+            if path in self.routes:
+                self.send_response(302)
+                self.send_header("Location", self.routes[path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif path == "/data.jsonl":
+                self._send(ROWS_JSONL)
+            elif path == "/big.jsonl":
+                self.send_response(200)
+                self.send_header("Content-Length", str(3_000_000))
+                self.end_headers()
+                self.wfile.write(b" " * 3_000_000)
+            elif path == "/unsized.jsonl":  # no Content-Length: the body ends when the connection closes
+                self.send_response(200)
+                self.end_headers()
+                for _ in range(30):
+                    self.wfile.write(b" " * 100_000)
+            elif path == "/slow.jsonl":  # a byte every 50 ms: every read is in time, the whole never is
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                for _ in range(1000):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            elif path == "/stall.jsonl":
+                self.send_response(200)
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(5)
+            else:
+                self.send_error(404)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _serve(routes: dict[str, str] | None = None, tls: tuple[Path, Path] | None = None):
+    handler = type("Handler", (_Routes,), {"routes": routes or {}})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    if tls is not None:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def http_base():
+    server = _serve()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_size_cap(http_base):
+    with pytest.raises(UserError, match=rf"{http_base}/big.jsonl: larger than data.max_download_mb=1 MB; raise the "
+                                        r"limit, or download the file and use the local copy \(Content-Length: 3,000,000"):
+        read_url(f"{http_base}/big.jsonl", max_mb=1)
+    with pytest.raises(UserError, match=r"unsized.jsonl: larger than data.max_download_mb=0.5 MB.*\(stopped after"):
+        read_url(f"{http_base}/unsized.jsonl", max_mb=0.5)
+    rows, digest = read_url(f"{http_base}/data.jsonl", max_mb=1)
+    assert [r.data for r in rows] == ALPACA and digest == hashlib.sha256(ROWS_JSONL).hexdigest()
+
+
+def test_download_deadline_with_a_slow_or_stalled_server(http_base):
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"slow.jsonl: download not finished after data.download_timeout_s=0.5 s"):
+        read_url(f"{http_base}/slow.jsonl", timeout_s=0.5)  # 1000 bytes at 20/s would take 50 s
+    with pytest.raises(UserError, match=r"stall.jsonl: no data for 0.5 s .*the server stalled"):
+        read_url(f"{http_base}/stall.jsonl", timeout_s=0.5)
+    assert time.monotonic() - start < 4  # both gave up near their deadline, not after 50 s or 5 s
+
+
+def test_expected_sha256(http_base):
+    good = hashlib.sha256(ROWS_JSONL).hexdigest()
+    assert read_url(f"{http_base}/data.jsonl", sha256=good.upper())[1] == good
+    with pytest.raises(UserError, match=rf"data.jsonl: SHA-256 mismatch: expected {'0' * 64}, downloaded {good}"):
+        read_url(f"{http_base}/data.jsonl", sha256="0" * 64)
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, trusted by this test through SSL_CERT_FILE."""
+    x509 = pytest.importorskip("cryptography.x509")
+    import datetime
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_redirects_never_downgrade_https_to_http(tmp_path, http_base, monkeypatch):
+    tls = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls[0]))
+    https = _serve(tls=tls)
+    base = f"https://127.0.0.1:{https.server_address[1]}"
+    https.RequestHandlerClass.routes.update({
+        "/to-http.jsonl": f"{http_base}/data.jsonl",
+        "/to-https.jsonl": f"{base}/data.jsonl",
+        "/to-file.jsonl": "file:///etc/passwd",
+        "/to-ftp.jsonl": "ftp://127.0.0.1/data.jsonl",
+    })
+    try:
+        rows, _ = read_url(f"{base}/to-https.jsonl")  # https -> https: followed
+        assert [r.data for r in rows] == ALPACA
+        with pytest.raises(UserError, match=rf"{base}/to-http.jsonl: refused a redirect from https to plain http "
+                                            rf"\({http_base}/data.jsonl\)"):
+            read_url(f"{base}/to-http.jsonl")
+        with pytest.raises(UserError, match=r"to-ftp.jsonl: refused a redirect to a ftp: URL"):
+            read_url(f"{base}/to-ftp.jsonl")
+        with pytest.raises(UserError, match=r"to-file.jsonl: download failed: HTTP 302 .*file:///etc/passwd' is not allowed"):
+            read_url(f"{base}/to-file.jsonl")  # urllib itself refuses this one
+    finally:
+        https.shutdown()
+        https.server_close()
+
+
+def test_prepare_records_the_sha256_of_a_url_source(http_base):
+    from instruct_tune.params import DataParams, SourceParams
+    from instruct_tune.prepare import prepare
+
+    good = hashlib.sha256(ROWS_JSONL).hexdigest()
+    _, metrics = prepare(DataParams(sources=[SourceParams(uri=f"{http_base}/data.jsonl", name="web", sha256=good)]))
+    assert metrics["sources"]["web"]["sha256"] == good and metrics["kept"] == 2
+    with pytest.raises(UserError, match=r"`data.sources\[0\].sha256` applies to http\(s\) sources only"):
+        prepare(DataParams(sources=[SourceParams(uri="builtin:tasks", sha256=good)]))
+    with pytest.raises(UserError, match=r"`data.sources\[0\].sha256` must be 64 hexadecimal digits"):
+        prepare(DataParams(sources=[SourceParams(uri=f"{http_base}/data.jsonl", sha256="abc")]))

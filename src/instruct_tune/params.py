@@ -30,6 +30,7 @@ class SourceParams:
     seed: int = 0
     split: str = "train"  # hub datasets only
     name: str | None = None  # how the source is called in metrics; defaults to the uri
+    sha256: str | None = None  # http(s) sources: the expected SHA-256 of the download (metrics record the actual one)
 
 
 @dataclass
@@ -40,6 +41,8 @@ class DataParams:
     near_duplicates: bool = True  # drop records whose normalised instruction+input+output collide
     drop_leakage: bool = True  # drop records whose answer already appears in the input
     merge_conversations: bool = False  # sharegpt: one record per conversation instead of per turn
+    max_download_mb: float = 1000.0  # http(s) sources: a bigger download is an error
+    download_timeout_s: float = 600.0  # http(s) sources: deadline for the whole download
 
 
 @dataclass

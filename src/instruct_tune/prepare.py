@@ -12,6 +12,7 @@ The kept records are returned sorted by `id`: a stable order that does not depen
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from typing import Any
 
@@ -21,10 +22,11 @@ from instruct_tune.cleaning import DROP_REASONS, Deduplicator, clean_record, dro
 from instruct_tune.errors import UserError
 from instruct_tune.formats import FORMATS, normalise_rows, resolve_format
 from instruct_tune.params import DataParams, SourceParams
-from instruct_tune.sources import classify, read_rows
+from instruct_tune.sources import classify, read_rows, read_url
 
 RECORD_FIELDS = ("id", "source", "instruction", "input", "output", "answer", "task")
 _PROGRESS_MIN = 5000  # show a progress bar for sources with at least this many records
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def source_name(source: SourceParams) -> str:
@@ -47,16 +49,31 @@ def check_sources(data: DataParams) -> None:
         if name in seen:
             raise UserError(f"params: `{key}`: two sources are called {name!r}; give them distinct `name`s")
         seen.add(name)
-        classify(source.uri)  # an unknown URI scheme fails here
+        kind = classify(source.uri)[0]  # an unknown URI scheme fails here
+        if source.sha256 is not None:
+            if kind != "url":
+                raise UserError(f"params: `{key}.sha256` applies to http(s) sources only ({source.uri!r} is a {kind})")
+            if not _SHA256_RE.fullmatch(source.sha256):
+                raise UserError(f"params: `{key}.sha256` must be 64 hexadecimal digits, got {source.sha256!r}")
+    if data.max_download_mb <= 0 or data.download_timeout_s <= 0:
+        raise UserError("params: `data.max_download_mb` and `data.download_timeout_s` must be > 0")
 
 
 def load_all(source: SourceParams, merge_conversations: bool = False,
-             max_chars: int | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+             data: DataParams | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every record of a source, normalised and cleaned (before sampling), and facts for the metrics.
 
-    With `max_chars`, records already too long before HTML stripping are not stripped (see `clean_record`).
+    With `data` (as `prepare` passes it): records already longer than `data.max_chars` before HTML stripping
+    are not stripped (see `clean_record`), and a URL source is downloaded within `data`'s limits.
+    The facts of a URL source include the download's `sha256`.
     """
-    rows = read_rows(source.uri, source.split, source.count, source.seed)
+    max_chars = data.max_chars if data is not None else None
+    digest = None
+    if classify(source.uri)[0] == "url":
+        limits = data or DataParams()
+        rows, digest = read_url(source.uri, limits.max_download_mb, limits.download_timeout_s, source.sha256)
+    else:
+        rows = read_rows(source.uri, source.split, source.count, source.seed)
     fmt = "alpaca" if classify(source.uri)[0] == "builtin" else resolve_format(rows, source.format)
     name = source_name(source)
     records = []
@@ -65,7 +82,10 @@ def load_all(source: SourceParams, merge_conversations: bool = False,
         record = clean_record(record, max_chars)
         record["source"] = name
         records.append({field: record[field] for field in RECORD_FIELDS})
-    return records, {"uri": source.uri, "format": fmt, "rows": len(rows), "available": len(records)}
+    facts = {"uri": source.uri, "format": fmt, "rows": len(rows), "available": len(records)}
+    if digest is not None:  # in metrics/prepare.json: a changed remote file shows in `dvc metrics diff`
+        facts["sha256"] = digest
+    return records, facts
 
 
 def sample(records: list[dict[str, Any]], count: int | None, seed: int, name: str) -> list[dict[str, Any]]:
@@ -92,8 +112,8 @@ def prepare(data: DataParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Kept records (sorted by id) and the metrics for `metrics/prepare.json`.
 
     Metrics: `loaded` (records after sampling), `kept`, `dropped` per reason, and per source the same plus
-    `uri`, `format`, `rows` (rows read), `available` (records before sampling) and `cross_source_duplicates`
-    (its records dropped as duplicates of a record kept from an earlier source).
+    `uri`, `format`, `rows` (rows read), `available` (records before sampling), `cross_source_duplicates`
+    (its records dropped as duplicates of a record kept from an earlier source) and, for a URL, `sha256`.
     """
     check_sources(data)
     dedup = Deduplicator(data.near_duplicates)
@@ -102,7 +122,7 @@ def prepare(data: DataParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     per_source: dict[str, Any] = {}
     for source in tqdm(data.sources, desc="sources", unit="source", disable=len(data.sources) < 2):
         name = source_name(source)
-        records, facts = load_all(source, data.merge_conversations, data.max_chars)
+        records, facts = load_all(source, data.merge_conversations, data)
         records = sample(records, source.count, source.seed, name)
         dropped: Counter = Counter()
         cross: Counter = Counter()

@@ -4,7 +4,8 @@ URIs:
 - a local file: `.json` (a list of objects), `.jsonl`, `.csv` / `.tsv`, `.parquet`, `.txt` (one row a line);
   `file://path` works too. A local directory is handed to `datasets.load_dataset` (its data files).
 - `hf:owner/name`, or a bare hub id such as `tatsu-lab/alpaca` that is not a local path: `datasets.load_dataset`.
-- `http://...` / `https://...`: downloaded to a temporary file, then read by the URL's file extension.
+- `http://...` / `https://...`: streamed to a temporary file (size cap, overall deadline, no https -> http
+  redirect, optional expected SHA-256), then read by the URL's file extension.
 - `builtin:tasks`: the built-in generator of verifiable tasks (`instruct_tune.tasks`), rows in alpaca format.
 Every error is a UserError naming the file (or URL, or hub id), the line or record, and the field.
 """
@@ -12,10 +13,12 @@ Every error is a UserError naming the file (or URL, or hub id), the line or reco
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +33,9 @@ BUILTINS = ("tasks",)
 BUILTIN_DEFAULT_COUNT = 1000  # records the generator makes when a builtin source gives no `count`
 _NUL_HINT = ": the file is binary or corrupted, or not UTF-8 text (UTF-16?); save it as UTF-8"
 MAX_NESTING = 64  # a record is an object of strings; deeper JSON is generated or corrupted (and once crashed the parser)
-URL_TIMEOUT_S = 60.0
+URL_TIMEOUT_S = 60.0  # per read: a server that sends nothing for this long has stalled
+DEFAULT_MAX_DOWNLOAD_MB = 1000.0  # data.max_download_mb
+DEFAULT_DOWNLOAD_TIMEOUT_S = 600.0  # data.download_timeout_s: the whole download
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _SCHEME_RE = re.compile(r"^([A-Za-z][\w+.-]+):")
 
@@ -62,7 +67,7 @@ def read_rows(uri: str, split: str = "train", count: int | None = None, seed: in
     if kind == "file":
         return read_file(Path(target))
     if kind == "url":
-        return read_url(target)
+        return read_url(target)[0]
     if kind in ("hub", "directory"):
         return read_hub(target, split)
     return read_builtin(target, count, seed)
@@ -192,23 +197,81 @@ def _parquet_rows(path: Path, display: str) -> list[Row]:
     return [Row(f"{display}: row {i}", item) for i, item in enumerate(table.to_pylist(), 1)]
 
 
-def read_url(url: str) -> list[Row]:
-    """Download `url` to a temporary file and read it by the extension of the URL's path."""
+class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects between http(s) URLs only, never from https down to plain http."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 (urllib's signature)
+        new_scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        old_scheme = urllib.parse.urlsplit(req.full_url).scheme.lower()
+        if new_scheme not in ("http", "https"):
+            raise UserError(f"{req.full_url}: refused a redirect to a {new_scheme or 'relative'}: URL ({newurl})")
+        if old_scheme == "https" and new_scheme == "http":
+            raise UserError(f"{req.full_url}: refused a redirect from https to plain http ({newurl}): the download "
+                            "could be tampered with on the way; use the https URL of the final location")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download(url: str, dest: Path, max_mb: float = DEFAULT_MAX_DOWNLOAD_MB, timeout_s: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
+             sha256: str | None = None) -> str:
+    """Stream `url` into `dest` with a progress bar; return the SHA-256 of what was downloaded.
+
+    Limits: at most `max_mb` megabytes (checked against Content-Length first, then while reading), one deadline
+    of `timeout_s` seconds for the whole download, http(s) only with no https -> http redirect. With `sha256`,
+    the download must match it.
+    """
+    from tqdm.auto import tqdm
+
+    max_bytes = int(max_mb * 1_000_000)
+    too_big = (f"{url}: larger than data.max_download_mb={max_mb:g} MB; raise the limit, or download the file "
+               "and use the local copy")
+    deadline = time.monotonic() + timeout_s
+    digest = hashlib.sha256()
+    opener = urllib.request.build_opener(_NoDowngradeRedirects)
+    try:
+        # The socket timeout bounds each read; the deadline, checked after each read, bounds the whole download.
+        with opener.open(url, timeout=min(URL_TIMEOUT_S, timeout_s)) as response, open(dest, "wb") as fh:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if total is not None and total > max_bytes:
+                raise UserError(f"{too_big} (Content-Length: {total:,} bytes)")
+            done = 0
+            with tqdm(total=total, desc=f"download {Path(urllib.parse.urlsplit(url).path).name}", unit="B",
+                      unit_scale=True, leave=False, disable=total is not None and total < 1 << 20) as bar:
+                while chunk := response.read1(1 << 20):  # read1: returns what has arrived, so the deadline is checked
+                    done += len(chunk)
+                    if done > max_bytes:
+                        raise UserError(f"{too_big} (stopped after {done:,} bytes)")
+                    if time.monotonic() > deadline:
+                        raise UserError(f"{url}: download not finished after data.download_timeout_s={timeout_s:g} s "
+                                        f"({done:,} bytes so far); raise the limit or use a local copy")
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+    except urllib.error.HTTPError as exc:
+        raise UserError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            raise UserError(f"{url}: no data for {min(URL_TIMEOUT_S, timeout_s):g} s (data.download_timeout_s="
+                            f"{timeout_s:g}): the server stalled") from None
+        raise UserError(f"{url}: cannot reach the URL: {reason}") from None
+    actual = digest.hexdigest()
+    if sha256 is not None and actual != sha256.lower():
+        raise UserError(f"{url}: SHA-256 mismatch: expected {sha256.lower()}, downloaded {actual} (the remote file "
+                        "changed, or the download was tampered with); check it, then update the source's `sha256`")
+    return actual
+
+
+def read_url(url: str, max_mb: float = DEFAULT_MAX_DOWNLOAD_MB, timeout_s: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
+             sha256: str | None = None) -> tuple[list[Row], str]:
+    """Download `url` to a temporary file and read it by the extension of the URL's path: (rows, SHA-256)."""
     suffix = Path(urllib.parse.urlparse(url).path).suffix.lower()
     if suffix not in FILE_TYPES:
         raise UserError(f"{url}: cannot tell the file type from the URL (its path must end in one of {', '.join(FILE_TYPES)})")
     with tempfile.TemporaryDirectory(prefix="instruct-tune-") as tmp:
         path = Path(tmp) / f"download{suffix}"
-        try:
-            with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response, open(path, "wb") as fh:
-                while chunk := response.read(1 << 20):
-                    fh.write(chunk)
-        except urllib.error.HTTPError as exc:
-            raise UserError(f"{url}: download failed: HTTP {exc.code} {exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UserError(f"{url}: cannot reach the URL: {reason}") from None
-        return read_file(path, display=url)
+        digest = download(url, path, max_mb, timeout_s, sha256)
+        return read_file(path, display=url), digest
 
 
 def read_hub(name: str, split: str) -> list[Row]:
