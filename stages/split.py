@@ -1,7 +1,7 @@
 """Stage `split`: stratified train / val / test -> data/split/{train,val,test}.jsonl and metrics/split.json."""
 
 from instruct_tune.cli import run_stage
-from instruct_tune.io import write_json, write_jsonl
+from instruct_tune.io import jsonl_line, write_file_set, write_json
 from instruct_tune.params import load_params
 from instruct_tune.split import read_records, stratified_split
 
@@ -11,8 +11,8 @@ RECORDS = "data/prepared/records.jsonl"
 def main() -> None:
     params = load_params().split
     splits, metrics = stratified_split(read_records(RECORDS), params)
-    for name, records in splits.items():
-        write_jsonl(f"data/split/{name}.jsonl", records)
+    # The three files appear together: a kill never leaves a new train.jsonl beside an old val.jsonl.
+    write_file_set("data/split", {f"{name}.jsonl": "".join(map(jsonl_line, records)) for name, records in splits.items()})
     write_json("metrics/split.json", metrics)
     sizes = metrics["sizes"]
     print(f"split: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} of {sizes['population']}; "

@@ -8,14 +8,14 @@ and DVC sees no change on a rerun. Files are written atomically.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from instruct_tune.io import atomic_write_bytes
 
 DPI = 100
 SIZE = (8.0, 4.5)  # inches: 800 x 450 pixels
@@ -39,17 +39,7 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buffer.getvalue())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a chart is an ordinary readable file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buffer.getvalue())  # a temporary file and a rename; stale temporaries cleaned
     return path
 
 

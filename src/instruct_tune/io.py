@@ -1,14 +1,22 @@
 """Reading and writing the pipeline's files: atomic writes, JSON Lines, deterministic JSON.
 
 Everything a stage writes goes through a temporary file and a rename, so an interrupted or failed
-stage never leaves a half-written output; JSON is written with sorted keys and no timestamps, so
-DVC's hashes and `dvc metrics diff` stay stable.
+stage never leaves a half-written output; a stage that writes several files in one folder writes
+them as a set (`write_file_set`), so a kill never leaves new files beside old ones. Temporary files
+are named `.NAME.<pid>.*.tmp` (git-ignored); those of a process that no longer runs are removed by
+the next write of NAME. JSON is written with sorted keys and no timestamps, so DVC's hashes and
+`dvc metrics diff` stay stable. Append-only files (caches, resumable work) survive a kill mid-append:
+`read_jsonl_tolerant` drops the torn line and compacts the file before anything is appended again.
 """
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import json
 import os
+import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -23,20 +31,109 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and an atomic rename."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path, name: str) -> list[Path]:
+    """Remove `.NAME.<pid>.*.tmp` files and folders left in `folder` by a writer that was killed.
+
+    A temporary whose process still runs is another writer's work in progress and is left alone; one
+    without a pid in its name (an older naming) is stale. Returns what was removed.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for tmp in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        pid = tmp.name[len(name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and _pid_alive(int(pid)):
+            continue
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}.{os.getpid()}."
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clean_stale_temps(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8, newlines as written) to `path` via a temporary file and an atomic rename."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def write_file_set(folder: str | Path, files: dict[str, str | bytes]) -> None:
+    """Make `folder` hold exactly `files` (name -> content), all new at once.
+
+    The files are written into a temporary folder beside `folder`, which then takes its place: in one
+    atomic exchange where the system has one (Linux), else by two renames, between which a kill leaves
+    `folder` missing (and the next run rewrites it), never a mix of new and old files.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(folder.parent, folder.name)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_temp_prefix(folder.name), suffix=".tmp"))
+    try:
+        for name, content in files.items():
+            if Path(name).name != name:
+                raise ValueError(f"write_file_set: {name!r} is not a plain file name")
+            with open(tmp / name, "wb") as fh:
+                fh.write(content.encode("utf-8") if isinstance(content, str) else content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp / name, 0o666 & ~_umask())
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        if folder.exists() and _exchange(tmp, folder):
+            shutil.rmtree(tmp)  # after the exchange it holds the old files
+            return
+        old = None
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_temp_prefix(folder.name), suffix=".tmp"))
+            os.replace(folder, old / folder.name)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
@@ -61,6 +158,8 @@ def read_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{where(path, exc.lineno)}: malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to read") from None
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -80,6 +179,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{where(path, lineno)}: malformed JSON: {exc.msg}") from None
+                except RecursionError:
+                    raise UserError(f"{where(path, lineno)}: JSON nested too deeply to read") from None
                 if not isinstance(record, dict):
                     raise UserError(f"{where(path, lineno)}: expected a JSON object, got {type(record).__name__}")
                 yield lineno, record
@@ -100,28 +201,48 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
 
 
 def append_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records and fsync: used for resumable outputs (finished work survives kill -9)."""
+    """Append records and fsync: used for resumable outputs (finished work survives kill -9).
+
+    Writers read the file with `read_jsonl_tolerant` first, which compacts a torn last line away; should a
+    file still end mid-line, the new records start on a fresh line, so the fragment cannot swallow them.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", newline="\n") as fh:
-        for record in records:
-            fh.write(jsonl_line(record))
+    with open(path, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        torn = False
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            torn = fh.read(1) != b"\n"
+        fh.write((b"\n" if torn else b"") + "".join(jsonl_line(r) for r in records).encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())
 
 
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
-    """Read a resumable append-only file, ignoring a torn last line left by a killed process."""
+    """Read a resumable append-only file, dropping lines that do not parse (the torn last line of a process
+    killed mid-append), and compact the file: rewritten atomically without them, ending with a newline, so
+    the next append cannot be glued onto a fragment (and lost with it on the next read)."""
     path = Path(path)
     if not path.exists():
         return []
+    data = path.read_bytes()
     records = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
+    dropped = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            dropped += 1
+    if dropped or (data and not data.endswith(b"\n")):
+        atomic_write_text(path, "".join(jsonl_line(r) for r in records))
+        if dropped:
+            print(f"{path}: dropped {dropped} unreadable line(s) left by an interrupted run; compacted the file",
+                  file=sys.stderr)
     return records
