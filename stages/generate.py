@@ -14,7 +14,7 @@ from instruct_tune.generation import (
     build_prompts, check_template, clear_work, generate_responses, generation_metrics, load_base, load_test_records,
     load_tuned, open_partial, work_fingerprint,
 )
-from instruct_tune.io import write_json, write_jsonl
+from instruct_tune.io import jsonl_line, write_file_set, write_json
 from instruct_tune.modeling import pick_device
 from instruct_tune.params import load_params
 
@@ -30,7 +30,7 @@ def main() -> None:
     template = check_template(params.train.template)
     records = load_test_records(TEST)
     device = pick_device(params.model.device)
-    metrics = {}
+    metrics, outputs = {}, {}
     for name in ("base", "tuned"):
         model, tokenizer, identity = (
             load_base(params.model, device) if name == "base" else load_tuned(params.model, TUNED, device)
@@ -43,9 +43,10 @@ def main() -> None:
             model, tokenizer, records, params.generate, template,
             partial_path=open_partial(WORK, name, fingerprint), chat_template=params.model.chat_template, desc=name,
         )
-        write_jsonl(OUT / f"{name}.jsonl", run.rows)
+        outputs[f"{name}.jsonl"] = "".join(map(jsonl_line, run.rows))
         metrics[name] = generation_metrics(run.rows, params.generate, run.tokens_per_s)
         del model
+    write_file_set(OUT, outputs)  # both files at once: never a new base.jsonl beside an old tuned.jsonl
     write_json(METRICS, metrics)
     clear_work(WORK)
 
