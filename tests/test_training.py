@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,21 +191,82 @@ def test_no_trainable_record_is_a_user_error(tmp_path: Path, tiny_llama_dir: Pat
         training.train(params, workdir(tmp_path, params))
 
 
+def fake_checkpoint(path: Path) -> Path:
+    """A small checkpoint folder with the files resuming needs: state, weights, optimizer."""
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True)
+    (path / "trainer_state.json").write_text('{"global_step": 2}')
+    save_file({"w": torch.zeros(4)}, path / "model.safetensors")
+    torch.save({"state": {0: {"exp_avg": torch.zeros(4)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]},
+               path / "optimizer.pt")
+    return path
+
+
 def test_stale_or_torn_checkpoints_are_discarded(tmp_path: Path) -> None:
     folder = tmp_path / "ckpt"
-    for step, complete in ((2, True), (4, False)):
-        (folder / f"checkpoint-{step}").mkdir(parents=True)
-        if complete:
-            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    fake_checkpoint(folder / "checkpoint-2")
+    (folder / "checkpoint-4").mkdir()
     prepare_checkpoints(folder, {"a": 1})  # no fingerprint yet: unknown origin, discarded
     assert sorted(p.name for p in folder.iterdir()) == ["fingerprint.json"]
-    (folder / "checkpoint-2").mkdir()
-    (folder / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    fake_checkpoint(folder / "checkpoint-2")
     (folder / "checkpoint-4").mkdir()  # torn: killed while saving
+    fake_checkpoint(folder / "checkpoint-6")
+    (folder / "checkpoint-6" / "trainer_state.json").write_text('{"global_st')  # killed while writing it
     prepare_checkpoints(folder, {"a": 1})
-    assert training.last_checkpoint(folder) == str(folder / "checkpoint-2") and not (folder / "checkpoint-4").exists()
+    assert training.last_checkpoint(folder) == str(folder / "checkpoint-2")
+    assert not (folder / "checkpoint-4").exists() and not (folder / "checkpoint-6").exists()
     prepare_checkpoints(folder, {"a": 2})  # other params or data
     assert training.last_checkpoint(folder) is None
+
+
+def test_a_checkpoint_missing_weights_or_optimizer_is_incomplete(tmp_path: Path) -> None:
+    for missing in ("model.safetensors", "optimizer.pt", "trainer_state.json"):
+        path = fake_checkpoint(tmp_path / missing / "checkpoint-2")
+        (path / missing).unlink()
+        assert training.checkpoint_problem(path).startswith("no "), missing
+    adapter = fake_checkpoint(tmp_path / "adapter" / "checkpoint-2")
+    (adapter / "model.safetensors").rename(adapter / "adapter_model.safetensors")  # a LoRA checkpoint
+    assert training.checkpoint_problem(adapter) is None
+
+
+# Files of a Trainer checkpoint that resuming never reads (the tokenizer's template text): a torn one is harmless.
+NOT_READ_ON_RESUME = {"chat_template.jinja"}
+
+
+@pytest.mark.slow
+def test_truncating_any_file_of_the_newest_checkpoint_falls_back_to_the_older_one(
+        tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    params = small_params(tiny_llama_dir, keep_checkpoints=True)  # 4 steps, a checkpoint every 2
+    paths = workdir(tmp_path / "run", params)
+    reference = training.train(params, paths)
+    folder = paths.checkpoints
+    assert [p.name for p in sorted(folder.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
+    files = sorted(p.name for p in (folder / "checkpoint-4").iterdir() if p.is_file())
+    assert {"trainer_state.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"} <= set(files)
+    capsys.readouterr()
+    for name in files:
+        scratch = tmp_path / "scratch"
+        shutil.copytree(folder, scratch)
+        torn = scratch / "checkpoint-4" / name
+        data = torn.read_bytes()
+        torn.write_bytes(data[: len(data) // 2])  # as a kill or a full disk leaves it
+        expected = "checkpoint-4" if name in NOT_READ_ON_RESUME else "checkpoint-2"
+        assert training.last_checkpoint(scratch) == str(scratch / expected), name
+        out = capsys.readouterr().out
+        if expected == "checkpoint-2":
+            assert f"train: skipping incomplete checkpoint {scratch / 'checkpoint-4'}: " in out, name
+        shutil.rmtree(scratch)
+    # The realistic case (a kill while transformers rewrites trainer_state.json, the last file it saves): the
+    # next run drops that checkpoint, resumes from the older one and ends where an uninterrupted run ends.
+    state = folder / "checkpoint-4" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])
+    resumed = training.train(params, paths)
+    out = capsys.readouterr().out
+    assert f"discarding incomplete checkpoint {folder / 'checkpoint-4'}: trainer_state.json: unreadable" in out
+    assert f"resuming from {folder / 'checkpoint-2'}" in out
+    for key in ("val_loss", "steps", "best_step"):
+        assert resumed[key] == pytest.approx(reference[key], abs=1e-4), key
 
 
 # ---------------------------------------------------------------- whole runs (tiny models)

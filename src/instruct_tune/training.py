@@ -300,8 +300,61 @@ def _checkpoint_dirs(folder: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(p.name.split("-", 1)[1]))
 
 
+# A checkpoint needs its state, its weights (full or LoRA adapter) and its optimizer to be resumed from.
+_WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a checkpoint file cannot be read as resuming reads it (None when it can), without loading tensors."""
+    suffix = path.suffix
+    try:
+        if suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as fh:  # checks the header against the file's length
+                fh.keys()
+        elif suffix in (".pt", ".pth"):
+            # optimizer, scheduler, RNG state: loaded as Trainer loads them (weights_only=True, numpy's RNG state
+            # allowed); mmap reads the structure (zip directory, pickle) and maps tensors without reading them.
+            from transformers.trainer_pt_utils import safe_globals
+
+            with safe_globals():
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        elif suffix == ".bin":
+            import zipfile
+
+            zipfile.ZipFile(path).close()  # training_args.bin pickles an object: its zip directory must be whole
+    except Exception as exc:  # each reader raises its own types for a torn file
+        message = " ".join(str(exc).split())[:120]
+        return f"unreadable ({type(exc).__name__}: {message})"
+    return None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why `path` cannot be resumed from, or None when it is complete.
+
+    Complete: trainer_state.json parses (transformers writes it last, in place, so a kill during that write
+    tears it), a weights file and optimizer.pt are there, and every JSON, safetensors and torch file in the
+    folder reads (a truncated file fails: its length no longer matches its header or zip directory).
+    """
+    state = path / "trainer_state.json"
+    if not state.is_file():
+        return "no trainer_state.json (killed while saving)"
+    if not any((path / name).is_file() for name in _WEIGHT_FILES):
+        return f"no weights ({' or '.join(_WEIGHT_FILES[:2])})"
+    if not (path / "optimizer.pt").is_file():
+        return "no optimizer.pt"
+    for file in sorted(p for p in path.iterdir() if p.is_file()):
+        problem = _file_problem(file)
+        if problem is not None:
+            return f"{file.name}: {problem}"
+    return None
+
+
 def prepare_checkpoints(folder: Path, expected: dict[str, Any]) -> None:
-    """Keep checkpoints only if they were made from the same params and data; drop torn ones (no trainer state)."""
+    """Keep checkpoints only if they were made from the same params and data; drop incomplete or torn ones."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = folder / FINGERPRINT
     found = json.loads(stamp.read_text()) if stamp.exists() else None
@@ -313,14 +366,20 @@ def prepare_checkpoints(folder: Path, expected: dict[str, Any]) -> None:
             shutil.rmtree(path)
         write_json(stamp, expected)
     for path in _checkpoint_dirs(folder):
-        if not (path / "trainer_state.json").exists():  # killed while saving: trainer_state.json is written last
-            print(f"train: discarding incomplete checkpoint {path}")
+        problem = checkpoint_problem(path)
+        if problem is not None:  # a resume from it would crash, and a later save would mix into it
+            print(f"train: discarding incomplete checkpoint {path}: {problem}")
             shutil.rmtree(path)
 
 
 def last_checkpoint(folder: Path) -> str | None:
-    dirs = [p for p in _checkpoint_dirs(folder) if (p / "trainer_state.json").exists()]
-    return str(dirs[-1]) if dirs else None
+    """The newest complete checkpoint; each newer incomplete one is reported and skipped."""
+    for path in reversed(_checkpoint_dirs(folder)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return str(path)
+        print(f"train: skipping incomplete checkpoint {path}: {problem}")
+    return None
 
 
 # ---------------------------------------------------------------- callbacks
