@@ -12,7 +12,7 @@ def main() -> None:
     params = load_params().split
     splits, metrics = stratified_split(read_records(RECORDS), params)
     # The three files appear together: a kill never leaves a new train.jsonl beside an old val.jsonl.
-    write_file_set("data/split", {f"{name}.jsonl": "".join(map(jsonl_line, records)) for name, records in splits.items()})
+    write_file_set("data/split", {f"{name}.jsonl": "".join(map(jsonl_line, rows)) for name, rows in splits.items()})
     write_json("metrics/split.json", metrics)
     sizes = metrics["sizes"]
     print(f"split: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} of {sizes['population']}; "

@@ -171,7 +171,8 @@ def clean_record(record: dict[str, Any], max_chars: int | None = None) -> dict[s
     text = "\n".join(record[f] for f in fields)
     # Words inside script/style blocks or tags do not make a record "about markup" (`<script>` says "script").
     about_markup = _has_markup(text) and (
-        bool(_MARKUP_TOPIC_RE.search(strip_script_style(text))) or any(starts_with_tag(record[f].lstrip()) for f in ("input", "output")))
+        bool(_MARKUP_TOPIC_RE.search(strip_script_style(text)))
+        or any(starts_with_tag(record[f].lstrip()) for f in ("input", "output")))
     for field in fields:
         text = clean_text(record[field], keep_markup=about_markup)
         out[field] = "" if is_placeholder(text, field) else text

@@ -207,7 +207,8 @@ class OpenAIBackend:
                     continue  # try a weaker format
                 if exc.status_code in (401, 403, 404):
                     raise BackendUnavailable(
-                        f"judge server {self._url} refused the request ({exc.status_code}: {self._redact(_short(exc))}); "
+                        f"judge server {self._url} refused the request "
+                        f"({exc.status_code}: {self._redact(_short(exc))}); "
                         f"check judge.model and the key in the environment variable {self.params.api_key_env}"
                     ) from None
                 raise JudgmentFailed(f"judge server error {exc.status_code}: {self._redact(_short(exc))}",

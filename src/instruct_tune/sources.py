@@ -32,7 +32,7 @@ FILE_TYPES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 BUILTINS = ("tasks",)
 BUILTIN_DEFAULT_COUNT = 1000  # records the generator makes when a builtin source gives no `count`
 _NUL_HINT = ": the file is binary or corrupted, or not UTF-8 text (UTF-16?); save it as UTF-8"
-MAX_NESTING = 64  # a record is an object of strings; deeper JSON is generated or corrupted (and once crashed the parser)
+MAX_NESTING = 64  # a record is an object of strings: deeper JSON is generated or corrupted (and crashed the parser)
 URL_TIMEOUT_S = 60.0  # per read: a server that sends nothing for this long has stalled
 DEFAULT_MAX_DOWNLOAD_MB = 1000.0  # data.max_download_mb
 DEFAULT_DOWNLOAD_TIMEOUT_S = 600.0  # data.download_timeout_s: the whole download
@@ -211,8 +211,8 @@ class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-def download(url: str, dest: Path, max_mb: float = DEFAULT_MAX_DOWNLOAD_MB, timeout_s: float = DEFAULT_DOWNLOAD_TIMEOUT_S,
-             sha256: str | None = None) -> str:
+def download(url: str, dest: Path, max_mb: float = DEFAULT_MAX_DOWNLOAD_MB,
+             timeout_s: float = DEFAULT_DOWNLOAD_TIMEOUT_S, sha256: str | None = None) -> str:
     """Stream `url` into `dest` with a progress bar; return the SHA-256 of what was downloaded.
 
     Limits: at most `max_mb` megabytes (checked against Content-Length first, then while reading), one deadline
