@@ -1,0 +1,71 @@
+"""REPORT.md from fixture metrics: it leads with the verified answer and its intervals, says when the judge
+must not be quoted, and renders text from data and models as inert characters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from instruct_tune.io import write_json, write_jsonl
+from instruct_tune.report import build_report
+
+HOSTILE = '<script>alert(1)</script> <img src=x onerror=alert(2)> ![t](http://tracker.example/p.gif) [x](javascript:alert(3))'
+
+
+def fixture(tmp_path: Path, kappa: float | None) -> Path:
+    m = tmp_path / "metrics"
+    write_json(m / "prepare.json", {"loaded": 1200, "kept": 1200, "dropped": {"empty": 0}})
+    write_json(m / "split.json", {"max_stratum_deviation": 0.0033, "train": 800, "val": 100, "test": 200,
+                                  "pool": 1050, "population": 1200})
+    write_json(m / "train.json", {"base_val_loss": 1.234, "val_loss": 0.3245, "val_perplexity": 1.3833,
+                                  "train_loss": 0.59, "train_tokens_per_s": 171.4, "steps": 100, "n_train_examples": 800})
+    model = {"strict_accuracy": 0.11, "lenient_accuracy": 0.19, "mean_new_tokens": 88.0, "repetition_rate": 0.01}
+    write_json(m / "generate.json", {"base": model, "tuned": {**model, "strict_accuracy": 0.275}, "n": 200,
+                                     "strict_accuracy_diff": 0.165, "diff_ci_low": 0.11, "diff_ci_high": 0.22,
+                                     "mcnemar_p": 1.2e-07, "only_tuned": 36, "only_base": 3})
+    scores = {"factual_correctness": 2.0, "instruction_adherence": 3.0, "clarity_usefulness": 4.0, "total": 9.0}
+    write_json(m / "judge.json", {"tuned": scores, "base": {**scores, "total": 6.5}, "win": 30, "loss": 10, "tie": 20,
+                                  "errors": 0, "n_pairs": 60, "win_rate": 0.6667, "win_rate_ci_low": 0.58,
+                                  "win_rate_ci_high": 0.75, "total_diff": 2.5, "total_diff_ci_low": 1.5,
+                                  "total_diff_ci_high": 3.5, "position_consistency": None, "kappa": kappa,
+                                  "agreement": 0.9, "auc_factual": 0.93, "mode": "pointwise"})
+    write_json(m / "breakdown" / "judge.json", {"judge_model": "local:sha256:abc", "mode": "pointwise", "scoring": "choices",
+                                                "validity": {"n": 120, "judge_true_verified_true": 20,
+                                                             "judge_true_verified_false": 4, "judge_false_verified_true": 3,
+                                                             "judge_false_verified_false": 93},
+                                                "by_task": {"arithmetic": {"n": 3, "base_total": 5.0, "tuned_total": 9.0,
+                                                                           "win": 2, "loss": 0, "tie": 1}}})
+    by_task = {HOSTILE: {"n": 1, "strict_accuracy": 0.0, "lenient_accuracy": 1.0}}
+    write_json(m / "breakdown" / "generate.json", {name: {"n": 200, "by_task": by_task, **model} for name in ("base", "tuned")})
+    grade = {"total": 12, "correct": True, "scores": {}}
+    write_jsonl(tmp_path / "judgments.jsonl", [{
+        "id": "r1", "instruction": HOSTILE, "input": "", "reference": HOSTILE, "outcome": "win", "winner": "tuned",
+        "grades": {"tuned": {"response": HOSTILE, "grade": grade, "verified": True},
+                   "base": {"response": "plain text", "grade": {**grade, "total": 3, "correct": False}, "verified": False}},
+    }])
+    return m
+
+
+def test_report_leads_with_the_verified_answer_and_its_intervals(tmp_path: Path) -> None:
+    text = build_report(fixture(tmp_path, 0.81), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    verdict = text.split("## Verdict", 1)[1].split("## 1.", 1)[0]
+    assert "base **11.0% → tuned 27.5%**" in verdict and "**+16.5 points**" in verdict
+    assert "interval +11.0 to +22.0" in verdict and "McNemar p = 1.2e-07" in verdict
+    assert "36 records only the tuned model got right, 3 only the base" in verdict
+    assert "base 6.50 → tuned 9.00" in verdict and "win rate (W + ½T)/N **0.667**" in verdict
+    assert "Cohen's kappa **0.810**" in verdict and "do not quote" not in verdict
+    assert "base 1.234 → tuned **0.325**" in verdict
+    assert text.index("## Verdict") < text.index("## 1. Data")
+
+
+def test_a_judge_below_the_trust_threshold_is_flagged(tmp_path: Path) -> None:
+    for kappa in (0.42, None):
+        text = build_report(fixture(tmp_path, kappa), tmp_path / "plots", tmp_path / "judgments.jsonl",
+                            tmp_path / "REPORT.md")
+        assert "do not quote this judge's verdict" in text.split("## 1.", 1)[0]
+
+
+def test_text_from_data_and_models_is_inert(tmp_path: Path) -> None:
+    text = build_report(fixture(tmp_path, 0.8), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    for live in ("<script>", "<img", "](http://tracker", "](javascript:", "onerror=alert(2)>"):
+        assert live not in text
+    assert "&lt;script&gt;" in text  # still readable as characters
