@@ -1,116 +1,99 @@
-"""Judge throughput: pairs per minute, the in-process `local` backend against the `openai` backend
-talking to a real `python -m llama_cpp.server` (same bundled GGUF, same threads) with concurrency 4.
+"""Judge benchmark: speed, validity and stability of the local judges on the default study's generations.
 
-Same pairs for both (default 20 from ../shared/data/raschka_ch07/eval-example-data.json, "model 1
-response" vs "model 2 response", each judged in both orders), each with an empty cache. Prints pairs
-per minute, judge calls, errors and the ratio; also how often the two backends reach the same outcome.
+For each configuration it judges the same seeded subset of test records (tuned vs base, empty cache) and
+prints grades per minute, the judge's agreement with strict answer verification (Cohen's kappa), the
+ROC AUC of its factual-correctness score for verified correctness, and the outcomes:
+- the 1.5B default judge (Qwen2.5-Coder-1.5B-Instruct Q4_K_M), pointwise, scored from token probabilities;
+- the same, pointwise with a generated reason first (`judge.scoring: generate`);
+- the same, pairwise in both orders (the reference study's protocol);
+- the bundled SmolLM2-135M, pointwise (the smoke judge);
+- stability: the 1.5B pointwise again with another thread count (llama.cpp's reductions change with it,
+  as they do between CPUs): the share of grades and of pair outcomes that change.
 
-    python bench/bench_judge.py            # 20 pairs (several minutes on 2 CPU cores)
-    python bench/bench_judge.py --quick    # 2 pairs, a smoke run
+    python bench/bench_judge.py                      # after `dvc repro generate` (reads data/generations)
+    python bench/bench_judge.py --pairs 10 --skip pairwise,generate   # quicker
+
+Run it with nothing else on the machine: llama.cpp's threads busy-wait and slow ~10x beside other jobs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import socket
-import subprocess
-import sys
+import os
 import tempfile
 import time
-import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 from instruct_tune import judge as J
-from instruct_tune.io import write_jsonl
-from instruct_tune.judge_backends import OpenAIBackend
-from instruct_tune.modeling import bundled_gguf_path
-from instruct_tune.params import JudgeParams
+from instruct_tune.params import BUNDLED_MODEL, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "raschka_ch07" / "eval-example-data.json"
 
 
-def write_pairs(folder: Path, n: int) -> tuple[Path, Path]:
-    rows = json.loads(DATA.read_text(encoding="utf-8"))[:n]
-    for name, key in (("m1", "model 1 response"), ("m2", "model 2 response")):
-        write_jsonl(folder / f"{name}.jsonl", [
-            {"id": f"ex{i:03d}", "instruction": r["instruction"], "input": r["input"], "reference": r["output"],
-             "response": r[key].strip()} for i, r in enumerate(rows)
-        ])
-    return folder / "m1.jsonl", folder / "m2.jsonl"
-
-
-def start_server(n_threads: int, log: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf_path()), "--model_alias", "smollm2",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"]
-    if n_threads:
-        cmd += ["--n_threads", str(n_threads)]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama_cpp.server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models", timeout=2):
-                return proc, f"{url}/v1"
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("llama_cpp.server did not start within 120 s")
-
-
-def timed(label: str, gens: tuple[Path, Path], params: JudgeParams, cache: Path, backend=None) -> dict:
+def run(label: str, gens: Path, params, cache: Path) -> dict:
     start = time.perf_counter()
-    judgments, metrics, stats = J.judge_generations(gens[0], gens[1], ("m1", "m2"), params, cache, backend=backend,
-                                                    progress=False)
+    judgments, metrics, details, stats = J.judge_generations(gens / "tuned.jsonl", gens / "base.jsonl",
+                                                             ("tuned", "base"), params, cache, progress=False)
     seconds = time.perf_counter() - start
-    result = {"label": label, "seconds": seconds, "pairs_per_min": 60 * len(judgments) / seconds,
-              "calls": stats.judge_calls, "errors": metrics["errors"], "outcomes": [j["outcome"] for j in judgments],
-              "position_consistency": metrics["position_consistency"]}
-    print(f"{label:<34} {len(judgments)} pairs in {seconds:7.1f} s = {result['pairs_per_min']:6.2f} pairs/min "
-          f"({stats.judge_calls} calls, {metrics['errors']} errors, position consistency {metrics['position_consistency']})",
-          flush=True)
-    return result
+    grades = stats.judge_calls
+    print(f"{label:<44} {len(judgments):3d} pairs, {grades:3d} calls in {seconds:6.1f} s = "
+          f"{60 * grades / seconds:5.1f} calls/min ({60 * len(judgments) / seconds:5.1f} pairs/min); "
+          f"kappa {metrics['kappa']}, agreement {metrics['agreement']}, AUC factual {metrics['auc_factual']}, "
+          f"W/L/T {metrics['win']}/{metrics['loss']}/{metrics['tie']}, errors {metrics['errors']}, "
+          f"totals base {metrics['base']['total']} tuned {metrics['tuned']['total']}", flush=True)
+    return {"judgments": judgments, "metrics": metrics, "seconds": seconds}
+
+
+def grade_changes(a: list[dict], b: list[dict]) -> tuple[float, float, float]:
+    """Shares of responses whose `correct` changed, whose total changed, and of pairs whose outcome changed."""
+    correct = total = n = 0
+    for ja, jb in zip(a, b, strict=True):
+        for name in ("tuned", "base"):
+            ga, gb = ja["grades"][name]["grade"], jb["grades"][name]["grade"]
+            if ga is None or gb is None:
+                continue
+            n += 1
+            correct += ga["correct"] != gb["correct"]
+            total += ga["total"] != gb["total"]
+    outcomes = sum(ja["outcome"] != jb["outcome"] for ja, jb in zip(a, b, strict=True))
+    return correct / max(n, 1), total / max(n, 1), outcomes / max(len(a), 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="2 pairs: a smoke run")
-    parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--n-threads", type=int, default=0, help="llama.cpp threads for both (0: its default)")
+    parser.add_argument("--gens", type=Path, default=ROOT / "data" / "generations")
+    parser.add_argument("--pairs", type=int, default=30, help="seeded subset of test records")
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads for the main runs")
+    parser.add_argument("--alt-threads", type=int, default=1, help="thread count of the stability rerun")
+    parser.add_argument("--skip", default="", help="comma-separated: generate,pairwise,smollm,stability")
     args = parser.parse_args()
-    n = 2 if args.quick else args.pairs
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} not found (../shared/data beside the checkout)")
+    skip = set(filter(None, args.skip.split(",")))
+    if not (args.gens / "tuned.jsonl").exists():
+        raise SystemExit(f"{args.gens}/tuned.jsonl not found: run `dvc repro generate` first")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    base = replace(load_params(ROOT / "params.yaml").judge, max_pairs=args.pairs, n_threads=args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_judge_"))
-    gens = write_pairs(tmp, n)
-    print(f"judge benchmark: {n} pairs x 2 orders, bundled SmolLM2-135M GGUF, n_threads={args.n_threads or 'default'}")
+    print(f"judge benchmark: {args.pairs} test records (tuned vs base), {args.threads} threads, empty caches")
 
-    local = timed("local (in-process llama-cpp)", gens, JudgeParams(n_threads=args.n_threads), tmp / "cache_local")
-
-    proc, url = start_server(args.n_threads, tmp / "server.log")
-    try:
-        params = JudgeParams(backend="openai", base_url=url, model="smollm2", concurrency=args.concurrency,
-                             timeout_s=600.0, api_key_env="BENCH_JUDGE_NO_KEY")
-        backend = OpenAIBackend(params, J.SCHEMA)
-        served = timed(f"openai -> llama_cpp.server (conc {args.concurrency})", gens, params, tmp / "cache_server",
-                       backend=backend)
-        fmt = backend.formats[backend._level]
-        print(f"server response format used: {fmt['type'] if fmt else 'none'}{' + schema' if fmt and 'schema' in fmt else ''}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-    same = sum(a == b for a, b in zip(local["outcomes"], served["outcomes"], strict=True))
-    print(f"ratio local / server: {local['pairs_per_min'] / served['pairs_per_min']:.2f}x "
-          f"(server / local: {served['pairs_per_min'] / local['pairs_per_min']:.2f}x)")
-    print(f"same final outcome on {same}/{n} pairs")
+    main_run = run("1.5B pointwise, token-probability scores", args.gens, replace(base, mode="pointwise", scoring="choices"),
+                   tmp / "c1")
+    if "generate" not in skip:
+        run("1.5B pointwise, generated reason + scores", args.gens,
+            replace(base, mode="pointwise", scoring="generate", max_pairs=max(4, args.pairs // 3)), tmp / "c2")
+    if "pairwise" not in skip:
+        run("1.5B pairwise, both orders", args.gens, replace(base, mode="pairwise", max_pairs=max(4, args.pairs // 3)),
+            tmp / "c3")
+    if "smollm" not in skip:
+        run("135M (bundled) pointwise, token-probability", args.gens,
+            replace(base, model=BUNDLED_MODEL, mode="pointwise", scoring="choices"), tmp / "c4")
+    if "stability" not in skip:
+        alt = run(f"1.5B pointwise, {args.alt_threads} thread(s)", args.gens,
+                  replace(base, mode="pointwise", scoring="choices", n_threads=args.alt_threads), tmp / "c5")
+        correct, total, outcome = grade_changes(main_run["judgments"], alt["judgments"])
+        print(f"stability ({args.threads} vs {args.alt_threads} threads): `correct` changed on {correct:.1%} of "
+              f"responses, total score on {total:.1%}, pair outcome on {outcome:.1%}; speed "
+              f"{main_run['seconds'] / alt['seconds']:.2f}x the {args.threads}-thread time")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage `eda`: the exploratory analysis of the prepared records -> metrics/eda.json and plots/eda/."""
+"""Stage `eda`: the exploratory analysis of the prepared records -> metrics/eda.json (headline),
+metrics/breakdown/eda.json (everything) and plots/eda/."""
 
 from instruct_tune.cli import run_stage
 from instruct_tune.eda import compute_eda, write_eda_plots
@@ -14,8 +15,15 @@ def main() -> None:
     records = read_records(RECORDS)
     metrics = compute_eda(records, params)
     write_eda_plots(records, metrics, "plots/eda")
-    write_json("metrics/eda.json", metrics)
+    write_json("metrics/breakdown/eda.json", metrics)  # per source, lengths, verbs, topics
     overall = metrics["overall"]
+    lengths = overall["lengths"]
+    write_json("metrics/eda.json", {
+        "records": overall["records"], "input_share": overall["input_share"],
+        "flesch_mean": overall["flesch_reading_ease"]["mean"],
+        **{f"{field}_words_mean": ((lengths.get(field) or {}).get("words") or {}).get("mean")
+           for field in ("instruction", "input", "output")},
+    })
     print(f"eda: {overall['records']} records, {overall['with_input']} with an input "
           f"({overall['input_share']:.1%}), {len(overall['lda_topics'])} LDA topics")
 

@@ -1,8 +1,10 @@
 """Stage `generate`: responses of the base and the tuned model to the test split, and their statistics.
 
 Reads data/split/test.jsonl, models/tuned/ (a full model or a LoRA adapter), params `model`, `train.template`,
-`generate`; writes data/generations/{base,tuned}.jsonl and metrics/generate.json. Resumable: finished rows
-sit in data/generate_work/ (persisted by DVC) until both models are done.
+`generate`; writes data/generations/{base,tuned}.jsonl, metrics/generate.json (strict and lenient accuracy,
+the paired tuned - base difference with its interval and McNemar p) and metrics/breakdown/generate.json
+(per task family, finish reasons, lengths). Resumable: finished rows sit in data/generate_work/ (scratch,
+git-ignored, keyed by a fingerprint of everything that decides them) until both models are done.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from instruct_tune.cli import run_stage
 from instruct_tune.generation import (
-    build_prompts, check_template, clear_work, generate_responses, generation_metrics, load_base, load_test_records,
+    build_prompts, check_template, clear_work, compare_models, generate_responses, load_base, load_test_records,
     load_tuned, open_partial, work_fingerprint,
 )
 from instruct_tune.io import jsonl_line, write_file_set, write_json
@@ -23,6 +25,7 @@ TUNED = Path("models/tuned")
 OUT = Path("data/generations")
 WORK = Path("data/generate_work")
 METRICS = Path("metrics/generate.json")
+BREAKDOWN = Path("metrics/breakdown/generate.json")
 
 
 def main() -> None:
@@ -30,7 +33,7 @@ def main() -> None:
     template = check_template(params.train.template)
     records = load_test_records(TEST)
     device = pick_device(params.model.device)
-    metrics, outputs = {}, {}
+    rows, timings, outputs = {}, {}, {}
     for name in ("base", "tuned"):
         model, tokenizer, identity = (
             load_base(params.model, device) if name == "base" else load_tuned(params.model, TUNED, device)
@@ -44,10 +47,12 @@ def main() -> None:
             partial_path=open_partial(WORK, name, fingerprint), chat_template=params.model.chat_template, desc=name,
         )
         outputs[f"{name}.jsonl"] = "".join(map(jsonl_line, run.rows))
-        metrics[name] = generation_metrics(run.rows, params.generate, run.tokens_per_s)
+        rows[name], timings[name] = run.rows, run.tokens_per_s
         del model
     write_file_set(OUT, outputs)  # both files at once: never a new base.jsonl beside an old tuned.jsonl
-    write_json(METRICS, metrics)
+    headline, breakdown = compare_models(rows, params.generate, timings)
+    write_json(BREAKDOWN, breakdown)
+    write_json(METRICS, headline)
     clear_work(WORK)
 
 

@@ -1,8 +1,9 @@
 """Stage `judge`: the tuned model against the base model on the test split, by an LLM judge.
 
 Reads data/generations/{tuned,base}.jsonl and params `judge`; writes data/judgments.jsonl,
-metrics/judge.json and plots/judge/. Finished judgments are cached in data/judge_cache/ (persisted
-by DVC), so a rerun on unchanged inputs makes no judge calls and an interrupted run resumes.
+metrics/judge.json (headline numbers), metrics/breakdown/judge.json (per task, judge validity in
+detail) and plots/judge/ (charts). Finished judgments are cached in data/judge_cache/ (scratch, git-ignored, keyed by
+content), so a rerun on unchanged inputs makes no judge calls and an interrupted run resumes.
 """
 
 from pathlib import Path
@@ -17,16 +18,16 @@ NAMES = ("tuned", "base")  # the tuned model's point of view: its wins, losses a
 def main() -> None:
     params = load_params("params.yaml").judge
     gens = Path("data/generations")
-    judgments, metrics, stats = judge_generations(
+    judgments, metrics, details, stats = judge_generations(
         gens / "tuned.jsonl", gens / "base.jsonl", NAMES, params, Path("data/judge_cache")
     )
-    write_outputs(judgments, metrics, NAMES, Path("data/judgments.jsonl"), Path("metrics/judge.json"), Path("plots/judge"))
+    write_outputs(judgments, metrics, details, NAMES, Path("data/judgments.jsonl"), Path("metrics/judge.json"),
+                  Path("metrics/breakdown/judge.json"), Path("plots/judge"))
     # Calls depend on the cache, not on the inputs: printed, kept out of metrics/judge.json.
     print(
-        f"judge: {metrics['n_pairs']} pairs, win rate {metrics['win_rate']} "
-        f"[{metrics['win_rate_ci_low']}, {metrics['win_rate_ci_high']}], "
-        f"position consistency {metrics['position_consistency']}, errors {metrics['errors']}; "
-        f"judge_calls={stats.judge_calls} cache_hits={stats.cache_hits}"
+        f"judge ({metrics['mode']}): {metrics['n_pairs']} pairs, win rate {metrics['win_rate']} "
+        f"[{metrics['win_rate_ci_low']}, {metrics['win_rate_ci_high']}], kappa vs verified {metrics['kappa']}, "
+        f"errors {metrics['errors']}; judge_calls={stats.judge_calls} cache_hits={stats.cache_hits}"
     )
 
 

@@ -1,4 +1,5 @@
-"""Stage `prepare`: read `data.sources`, clean and filter them, write the records and their counts."""
+"""Stage `prepare`: read `data.sources`, clean and filter them, write the records and their counts
+(metrics/prepare.json: totals; metrics/breakdown/prepare.json: per source)."""
 
 from instruct_tune.cli import run_stage
 from instruct_tune.io import write_json, write_jsonl
@@ -10,7 +11,8 @@ def main() -> None:
     params = load_params("params.yaml")
     records, metrics = prepare(params.data)
     write_jsonl("data/prepared/records.jsonl", records)
-    write_json("metrics/prepare.json", metrics)
+    write_json("metrics/breakdown/prepare.json", metrics)  # per source and reason
+    write_json("metrics/prepare.json", {k: metrics[k] for k in ("loaded", "kept", "dropped")})
     print(f"prepare: {metrics['kept']} of {metrics['loaded']} records kept -> data/prepared/records.jsonl")
 
 

@@ -1,9 +1,8 @@
-"""Stage `report`: REPORT.md from the metrics, charts, generations and judgments."""
+"""Stage `report`: REPORT.md from the metrics, their breakdowns, the charts and the judgments."""
 
 from pathlib import Path
 
 from instruct_tune.cli import run_stage
-from instruct_tune.generation import answer_matches
 from instruct_tune.io import atomic_write_text
 from instruct_tune.params import load_params
 from instruct_tune.report import build_report
@@ -11,7 +10,7 @@ from instruct_tune.report import build_report
 
 def main() -> None:
     params = load_params()
-    text = build_report(examples=params.report.examples, is_correct=lambda row: answer_matches(row["answer"], row["response"]))
+    text = build_report(examples=params.report.examples)
     atomic_write_text(Path("REPORT.md"), text)
     print(f"wrote REPORT.md ({len(text.splitlines())} lines)")
 

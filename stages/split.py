@@ -13,7 +13,8 @@ def main() -> None:
     splits, metrics = stratified_split(read_records(RECORDS), params)
     # The three files appear together: a kill never leaves a new train.jsonl beside an old val.jsonl.
     write_file_set("data/split", {f"{name}.jsonl": "".join(map(jsonl_line, rows)) for name, rows in splits.items()})
-    write_json("metrics/split.json", metrics)
+    write_json("metrics/breakdown/split.json", metrics)  # strata, shares per split
+    write_json("metrics/split.json", {"max_stratum_deviation": metrics["max_stratum_deviation"], **metrics["sizes"]})
     sizes = metrics["sizes"]
     print(f"split: train {sizes['train']}, val {sizes['val']}, test {sizes['test']} of {sizes['population']}; "
           f"max stratum deviation {metrics['max_stratum_deviation']}")

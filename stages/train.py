@@ -1,4 +1,4 @@
-"""Stage `train`: fine-tune `model.name` on data/split -> models/tuned, metrics/train.json, plots/train/.
+"""Stage `train`: fine-tune `model.name` on data/split -> models/tuned, metrics/train.json (+ breakdown), plots/train/.
 
 Runs from the repository root (paths are relative to the working directory); resumes from
 models/checkpoints after an interruption. Also runs under `torchrun --nproc_per_node=N` and
@@ -14,7 +14,8 @@ def main() -> None:
     metrics = train(load_params())
     if metrics is not None:
         print(f"train: {metrics['steps']} steps, train loss {metrics['train_loss']:.4f}, val loss "
-              f"{metrics['val_loss']:.4f} (perplexity {metrics['val_perplexity']:.2f}), "
+              f"{metrics['base_val_loss']:.4f} (base) -> {metrics['val_loss']:.4f} (tuned, perplexity "
+              f"{metrics['val_perplexity']:.2f}), "
               f"{metrics['train_tokens_per_s']:.0f} tokens/s, {metrics['runtime_s']:.0f} s")
 
 

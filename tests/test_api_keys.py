@@ -134,7 +134,7 @@ def test_remote_plain_http_is_refused_before_any_connection(monkeypatch: pytest.
     monkeypatch.setenv(ENV, new_key())
     params = JudgeParams(backend="openai", base_url="http://203.0.113.7:8000/v1", api_key_env=ENV)
     with pytest.raises(UserError, match=r"plain http to 203\.0\.113\.7"):
-        OpenAIBackend(params, J.SCHEMA)
+        OpenAIBackend(params, J.pairwise_schema())
     assert attempts == []
 
 
@@ -148,7 +148,7 @@ def _workdir(root: Path, base_url: str, **judge: object) -> Path:
             {"id": f"r{i}", "instruction": f"What is 7 times {i}?", "input": "", "reference": str(7 * i),
              "response": response} for i in range(3)
         ])
-    settings = {"backend": "openai", "base_url": base_url, "model": "judge-model", "api_key_env": ENV,
+    settings = {"backend": "openai", "mode": "pairwise", "base_url": base_url, "model": "judge-model", "api_key_env": ENV,
                 "timeout_s": 10.0, "max_retries": 0, "concurrency": 1, **judge}
     (root / "params.yaml").write_text("judge:\n" + "".join(f"  {k}: {str(v).lower() if isinstance(v, bool) else v}\n"
                                                          for k, v in settings.items()))

@@ -144,7 +144,10 @@ def test_stage_end_to_end(tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "stages" / "eda.py")], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    metrics = json.loads((tmp_path / "metrics" / "eda.json").read_text())
+    headline = json.loads((tmp_path / "metrics" / "eda.json").read_text())
+    assert sorted(headline) == ["flesch_mean", "input_share", "input_words_mean", "instruction_words_mean", "output_words_mean",
+                                "records"] and headline["records"] == 64  # headline numbers only
+    metrics = json.loads((tmp_path / "metrics" / "breakdown" / "eda.json").read_text())
     assert metrics["overall"]["records"] == 64 and list(metrics["by_source"]) == ["hand"]
     assert len(metrics["overall"]["lda_topics"]) == 2
     assert (tmp_path / "plots" / "eda" / "lengths_words.png").stat().st_size > 1000

@@ -43,7 +43,7 @@ def _setup(root: Path, base_url: str) -> None:
             for i in range(PAIRS)
         ])
     (root / "params.yaml").write_text(
-        "judge:\n  backend: openai\n  model: judge-model\n  api_key_env: JUDGE_KILL_TEST_KEY\n"
+        "judge:\n  backend: openai\n  mode: pairwise\n  model: judge-model\n  api_key_env: JUDGE_KILL_TEST_KEY\n"
         f"  base_url: {base_url}\n  concurrency: 1\n  max_retries: 0\n  timeout_s: 30\n")
 
 

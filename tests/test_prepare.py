@@ -110,7 +110,8 @@ def test_stage_writes_outputs_and_keeps_them_on_error(tmp_path):
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in (tmp_path / "data/prepared/records.jsonl").read_text().splitlines()]
     metrics = json.loads((tmp_path / "metrics/prepare.json").read_text())
-    assert len(records) == 2 and metrics["kept"] == 2 and metrics["sources"]["mine"]["dropped"]["duplicate"] == 1
+    breakdown = json.loads((tmp_path / "metrics/breakdown/prepare.json").read_text())
+    assert len(records) == 2 and metrics["kept"] == 2 and breakdown["sources"]["mine"]["dropped"]["duplicate"] == 1
     before = {p: p.read_bytes() for p in [tmp_path / "data/prepared/records.jsonl", tmp_path / "metrics/prepare.json"]}
 
     (tmp_path / "in.jsonl").write_text(json.dumps(alpaca(1)) + '\n{"instruction": "x", "output": 7}\n')

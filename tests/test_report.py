@@ -1,138 +1,71 @@
-"""REPORT.md renders what datasets and models wrote as inert text: no HTML, no images or links from data."""
+"""REPORT.md from fixture metrics: it leads with the verified answer and its intervals, says when the judge
+must not be quoted, and renders text from data and models as inert characters."""
 
 from __future__ import annotations
 
-import html
-import json
-import re
 from pathlib import Path
 
-import pytest
-
 from instruct_tune.io import write_json, write_jsonl
-from instruct_tune.markdown import code_block, code_span, inert
 from instruct_tune.report import build_report
 
-# Each is markup a viewer (GitHub, VS Code) would render: a script, an image that runs code or loads from a
-# tracker, links (javascript:, autolinks, GFM's bare-URL and www autolinks), a raw HTML comment and block,
-# emphasis, a code span, a table-cell break and a heading.
-HOSTILE = [
-    "<script>alert('x')</script>",
-    '<img src=x onerror="alert(1)">',
-    "![](http://tracker.example/pixel.png?u=1)",
-    "[click](javascript:alert(1))",
-    "<https://evil.example>",
-    "<!-- hidden comment -->",
-    "http://bare.example/x and www.evil.example",
-    "mail me: victim@example.org",
-    '<div onclick="steal()">block</div>',
-    "**bold** _it_ `code` ~~gone~~ a | b",
-    "# heading\n- item\n1. item\n> quote",
-    "<style>body{display:none}</style>",
-    "[ref]: http://ref.example/",
-    "&lt;script&gt; &#60;b&#62;",
-]
-ALL = " ".join(HOSTILE)
+HOSTILE = '<script>alert(1)</script> <img src=x onerror=alert(2)> ![t](http://tracker.example/p.gif) [x](javascript:alert(3))'
 
 
-def _fixture(root: Path) -> dict[str, Path]:
-    metrics, plots, gens = root / "metrics", root / "plots", root / "data/generations"
-    write_json(metrics / "prepare.json", {
-        "loaded": 3, "kept": 2, "dropped": {"empty": 1},
-        "sources": {HOSTILE[2]: {"loaded": 2, "kept": 1}, HOSTILE[4]: {"loaded": 1, "kept": 1}},
-    })
-    write_json(metrics / "eda.json", {"overall": {
-        "lengths": {"output": {"chars": {"mean": 1.5, "median": 1, "std": 0.5, "min": 1, "max": 2}}},
-        "input_share": 0.5, "with_input": 1,
-        "top_verbs": [{"verb": HOSTILE[0], "count": 2}, {"verb": HOSTILE[3], "count": 1}],
-        "lda_topics": [{"topic": 0, "words": [HOSTILE[1], HOSTILE[6]]}],
-    }})
-    write_json(metrics / "judge.json", {
-        "judge_model": "openai:`evil` <b>model</b>", "rubric_version": "1", "n_pairs": 2, "win": 1, "loss": 0, "tie": 1,
-        "errors": 0, "win_rate": 0.75, "win_rate_ci_low": 0.5, "win_rate_ci_high": 1.0, "position_consistency": 0.5,
-        "tuned": {"total": 10.0, "score_pct": 66.7, "best": {"id": HOSTILE[5], "total": 12}},
-        "base": {"total": 8.0, "score_pct": 53.3, "worst": {"id": "r2", "total": 3}},
-    })
-    (plots / "judge").mkdir(parents=True)
-    (plots / "judge" / "totals.png").write_bytes(b"\x89PNG\r\n\x1a\n")
-    rows = []
-    for i, text in enumerate(HOSTILE):
-        rows.append({"id": f"r{i}", "instruction": text, "input": HOSTILE[-1 - i], "reference": text,
-                     "answer": None, "task": None, "prompt": "p", "new_tokens": 1, "finish": "eos"})
-    write_jsonl(gens / "base.jsonl", [r | {"response": HOSTILE[(i + 3) % len(HOSTILE)]} for i, r in enumerate(rows)])
-    write_jsonl(gens / "tuned.jsonl", [r | {"response": HOSTILE[(i + 7) % len(HOSTILE)]} for i, r in enumerate(rows)])
-    write_jsonl(root / "data/judgments.jsonl", [{"id": r["id"], "winner": HOSTILE[i % len(HOSTILE)]} for i, r in enumerate(rows)])
-    return {"metrics_dir": metrics, "plots_dir": plots, "generations_dir": gens,
-            "judgments_path": root / "data/judgments.jsonl", "out_path": root / "REPORT.md"}
+def fixture(tmp_path: Path, kappa: float | None) -> Path:
+    m = tmp_path / "metrics"
+    write_json(m / "prepare.json", {"loaded": 1200, "kept": 1200, "dropped": {"empty": 0}})
+    write_json(m / "split.json", {"max_stratum_deviation": 0.0033, "train": 800, "val": 100, "test": 200,
+                                  "pool": 1050, "population": 1200})
+    write_json(m / "train.json", {"base_val_loss": 1.234, "val_loss": 0.3245, "val_perplexity": 1.3833,
+                                  "train_loss": 0.59, "train_tokens_per_s": 171.4, "steps": 100, "n_train_examples": 800})
+    model = {"strict_accuracy": 0.11, "lenient_accuracy": 0.19, "mean_new_tokens": 88.0, "repetition_rate": 0.01}
+    write_json(m / "generate.json", {"base": model, "tuned": {**model, "strict_accuracy": 0.275}, "n": 200,
+                                     "strict_accuracy_diff": 0.165, "diff_ci_low": 0.11, "diff_ci_high": 0.22,
+                                     "mcnemar_p": 1.2e-07, "only_tuned": 36, "only_base": 3})
+    scores = {"factual_correctness": 2.0, "instruction_adherence": 3.0, "clarity_usefulness": 4.0, "total": 9.0}
+    write_json(m / "judge.json", {"tuned": scores, "base": {**scores, "total": 6.5}, "win": 30, "loss": 10, "tie": 20,
+                                  "errors": 0, "n_pairs": 60, "win_rate": 0.6667, "win_rate_ci_low": 0.58,
+                                  "win_rate_ci_high": 0.75, "total_diff": 2.5, "total_diff_ci_low": 1.5,
+                                  "total_diff_ci_high": 3.5, "position_consistency": None, "kappa": kappa,
+                                  "agreement": 0.9, "auc_factual": 0.93, "mode": "pointwise"})
+    write_json(m / "breakdown" / "judge.json", {"judge_model": "local:sha256:abc", "mode": "pointwise", "scoring": "choices",
+                                                "validity": {"n": 120, "judge_true_verified_true": 20,
+                                                             "judge_true_verified_false": 4, "judge_false_verified_true": 3,
+                                                             "judge_false_verified_false": 93},
+                                                "by_task": {"arithmetic": {"n": 3, "base_total": 5.0, "tuned_total": 9.0,
+                                                                           "win": 2, "loss": 0, "tie": 1}}})
+    by_task = {HOSTILE: {"n": 1, "strict_accuracy": 0.0, "lenient_accuracy": 1.0}}
+    write_json(m / "breakdown" / "generate.json", {name: {"n": 200, "by_task": by_task, **model} for name in ("base", "tuned")})
+    grade = {"total": 12, "correct": True, "scores": {}}
+    write_jsonl(tmp_path / "judgments.jsonl", [{
+        "id": "r1", "instruction": HOSTILE, "input": "", "reference": HOSTILE, "outcome": "win", "winner": "tuned",
+        "grades": {"tuned": {"response": HOSTILE, "grade": grade, "verified": True},
+                   "base": {"response": "plain text", "grade": {**grade, "total": 3, "correct": False}, "verified": False}},
+    }])
+    return m
 
 
-def _tokens(tokens):  # every token, children included
-    for t in tokens:
-        yield t
-        yield from _tokens(t.children or [])
+def test_report_leads_with_the_verified_answer_and_its_intervals(tmp_path: Path) -> None:
+    text = build_report(fixture(tmp_path, 0.81), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    verdict = text.split("## Verdict", 1)[1].split("## 1.", 1)[0]
+    assert "base **11.0% → tuned 27.5%**" in verdict and "**+16.5 points**" in verdict
+    assert "interval +11.0 to +22.0" in verdict and "McNemar p = 1.2e-07" in verdict
+    assert "36 records only the tuned model got right, 3 only the base" in verdict
+    assert "base 6.50 → tuned 9.00" in verdict and "win rate (W + ½T)/N **0.667**" in verdict
+    assert "Cohen's kappa **0.810**" in verdict and "do not quote" not in verdict
+    assert "base 1.234 → tuned **0.325**" in verdict
+    assert text.index("## Verdict") < text.index("## 1. Data")
 
 
-def test_report_renders_hostile_records_as_inert_text(tmp_path: Path) -> None:
-    markdown_it = pytest.importorskip("markdown_it")
-    text = build_report(**_fixture(tmp_path), examples=len(HOSTILE))
-    (tmp_path / "REPORT.md").write_text(text)
-
-    md = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
-    tokens = list(_tokens(md.parse(text)))
-    kinds = {t.type for t in tokens}
-    assert not kinds & {"html_block", "html_inline", "link_open", "em_open", "s_open", "ordered_list_open",
-                        "blockquote_open", "fence", "code_block"}, sorted(kinds)
-    # Headings and list items exist, but only the report's own.
-    for content in [tokens[i + 1].content for i, t in enumerate(tokens) if t.type == "heading_open"]:
-        assert re.fullmatch(r"Instruction-tuning study: report|\d\. .*|Exploratory analysis|Split|Caveats", content), content
-    items = [tokens[i + 2].content for i, t in enumerate(tokens) if t.type == "list_item_open"]
-    assert items and all(c.startswith(("records with an input", "top leading verbs", "LDA topics", "The default judge",
-                                       "Timings")) for c in items), items
-    # The only images are our charts: local PNG files next to the report.
-    images = [t.attrs["src"] for t in tokens if t.type == "image"]
-    assert images == ["plots/judge/totals.png"] and (tmp_path / images[0]).exists()
-    # Our own markup still renders: headings, tables, bold labels, the judge model as a code span.
-    assert sum(t.type == "table_open" for t in tokens) >= 4 and "heading_open" in kinds and "strong_open" in kinds
-    assert "openai:`evil` <b>model</b>" in [t.content for t in tokens if t.type == "code_inline"]
-
-    rendered = md.render(text)
-    for bad in ("<script", "<img src=x", "<style", "<div", "<!--", "href=", "javascript:alert(1)\"", "<b>", "<em>"):
-        assert bad not in rendered, bad
-    # GFM also autolinks bare http://, www. and e-mail addresses in text: none is left contiguous in the source.
-    assert not re.search(r"(?<!\\)(?:https?://|www\.[a-z]|[a-z]@[a-z])", text, re.I)
-    # ... and the hostile text is still there to read, character for character (whitespace collapsed).
-    visible = html.unescape(re.sub(r"<[^>]+>", "", rendered))
-    for bad in HOSTILE:
-        assert " ".join(bad.split()) in visible, bad
-    print(f"REPORT.md: {len(text.splitlines())} lines, {len(images)} image (local PNG), no HTML, link, image or "
-          f"emphasis from {len(HOSTILE)} hostile strings; token kinds: {', '.join(sorted(kinds))}")
+def test_a_judge_below_the_trust_threshold_is_flagged(tmp_path: Path) -> None:
+    for kappa in (0.42, None):
+        text = build_report(fixture(tmp_path, kappa), tmp_path / "plots", tmp_path / "judgments.jsonl",
+                            tmp_path / "REPORT.md")
+        assert "do not quote this judge's verdict" in text.split("## 1.", 1)[0]
 
 
-def test_our_own_structure_is_the_only_structure() -> None:
-    """The same checks on the helpers alone, where no report structure can mask a leak."""
-    markdown_it = pytest.importorskip("markdown_it")
-    md = markdown_it.MarkdownIt("commonmark").enable(["table", "strikethrough"])
-    for bad in HOSTILE:
-        for line in (inert(bad), f"- {inert(bad)}", f"| a |\n|---|\n| {inert(bad)} |"):
-            kinds = {t.type for t in _tokens(md.parse(line))}
-            allowed = {"paragraph_open", "paragraph_close", "inline", "text", "text_special", "softbreak",
-                       "bullet_list_open", "bullet_list_close", "list_item_open", "list_item_close", "table_open",
-                       "table_close", "thead_open", "thead_close", "tbody_open", "tbody_close", "tr_open", "tr_close",
-                       "th_open", "th_close", "td_open", "td_close"}
-            assert kinds <= allowed, (bad, line, kinds - allowed)
-            assert md.parse(line)[-1].type != "heading_close"
-        visible = html.unescape(re.sub(r"<[^>]+>", "", md.render(inert(bad)))).strip()
-        assert visible == " ".join(bad.split())
-    block = code_block("```\n<script>x</script>\n````")
-    parsed = md.parse(block)
-    assert [t.type for t in parsed] == ["fence"] and parsed[0].content == "```\n<script>x</script>\n````\n"
-    span = md.parse(code_span("``a`` | <b>"))
-    assert [t.content for t in _tokens(span) if t.type == "code_inline"] == ["``a`` | <b>"]
-
-
-def test_table_cells_cannot_break_the_table() -> None:
-    from instruct_tune.report import table
-
-    text = table(["a", "b"], [["x | y\nz", "<b>"]])
-    assert text.splitlines()[2] == "| x \\| y z | &lt;b&gt; |"
-    assert json.dumps(text)  # plain text
+def test_text_from_data_and_models_is_inert(tmp_path: Path) -> None:
+    text = build_report(fixture(tmp_path, 0.8), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    for live in ("<script>", "<img", "](http://tracker", "](javascript:", "onerror=alert(2)>"):
+        assert live not in text
+    assert "&lt;script&gt;" in text  # still readable as characters

@@ -22,7 +22,7 @@ from instruct_tune.io import dumps_json, write_jsonl
 from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams
 from instruct_tune.templates import format_prompt
 from instruct_tune.training import (
-    IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, load_trained, pack_examples,
+    HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, load_trained, pack_examples,
     prepare_checkpoints,
 )
 
@@ -281,14 +281,18 @@ def test_training_is_deterministic_and_writes_its_outputs(tmp_path: Path, tiny_l
     assert first["steps"] == 4 and first["n_train_examples"] == 24 and first["val_loss"] < 10.8  # it learned
     assert first["train_tokens_per_s"] > 0 and first["peak_memory_mb"] > 0
     root = tmp_path / "a"
-    saved = json.loads((root / "metrics/train.json").read_text())
+    saved = json.loads((root / "metrics/breakdown/train.json").read_text())
     assert saved == first and "timestamp" not in json.dumps(saved)
+    headline = json.loads((root / "metrics/train.json").read_text())
+    assert headline == {k: first[k] for k in HEADLINE_KEYS}
+    # "did it help" in loss terms: the base model's loss on the same validation set, before the first step
+    assert headline["base_val_loss"] > headline["val_loss"]
     assert (root / "models/tuned/model.safetensors").exists() and (root / "models/tuned/tokenizer.json").exists()
     metrics_dir = root / "plots/train/plots/metrics"
     for name in ("train/loss", "eval/loss", "train/learning_rate", "train/grad_norm"):
         rows = (metrics_dir / f"{name}.tsv").read_text().splitlines()
         assert rows[0].startswith("step\t") and len(rows) > 1
-    assert [r.split("\t")[0] for r in (metrics_dir / "eval/loss.tsv").read_text().splitlines()[1:]] == ["2", "4"]
+    assert [r.split("\t")[0] for r in (metrics_dir / "eval/loss.tsv").read_text().splitlines()[1:]] == ["0", "2", "4"]  # 0: the base model
     assert (root / "plots/train/loss.png").read_bytes()[:4] == b"\x89PNG"
     assert not (root / "plots/train/metrics.json").exists()  # DVCLive's summary: metrics/train.json has it all
     assert all(not p.read_text().startswith("timestamp") for p in (root / "plots/train").rglob("*.tsv"))
@@ -350,7 +354,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny_
     out, _ = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, out
     assert "resuming from models/checkpoints/checkpoint-" in out
-    resumed = json.loads((root / "metrics/train.json").read_text())
+    resumed = json.loads((root / "metrics/breakdown/train.json").read_text())
     for key in ("train_loss", "train_loss_last", "val_loss", "steps", "best_step"):
         assert resumed[key] == pytest.approx(reference[key], abs=1e-4), key
     assert (root / "plots/train/plots/metrics/train/loss.tsv").read_text() == \
@@ -364,7 +368,7 @@ def test_two_process_torchrun(tmp_path: Path, tiny_llama_dir: Path) -> None:
     proc = _stage(tmp_path, str(torchrun), "--standalone", "--nproc_per_node=2")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
-    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/breakdown/train.json").read_text())
     assert metrics["world_size"] == 2 and metrics["steps"] == 3
     assert metrics["epochs"] == pytest.approx(3 * 2 * 4 / 24)  # each step consumed both ranks' batches
     assert (tmp_path / "models/tuned/model.safetensors").exists()

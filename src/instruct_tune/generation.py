@@ -22,7 +22,6 @@ import hashlib
 import json
 import re
 import time
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,9 @@ from instruct_tune.errors import UserError, where
 from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_jsonl_tolerant, write_jsonl
 from instruct_tune.modeling import load_model, load_tokenizer, resolve_source
 from instruct_tune.params import GenerateParams, ModelParams
+from instruct_tune.stats import mcnemar_exact_p, paired_difference
 from instruct_tune.templates import TEMPLATES, format_prompt, stop_strings
+from instruct_tune.verify import lenient_match, normalise_tokens, strict_match
 
 # Bump when a code change alters what a given model and params generate: stale partial files are then ignored.
 FORMAT_VERSION = 1
@@ -416,32 +417,6 @@ def generate_responses(
 
 # ---------------------------------------------------------------------------------------------- metrics
 
-_TOKEN = re.compile(r"(?<!\w)-?\d+(?:\.\d+)?|[^\W_]+")
-
-
-def normalise_tokens(text: str) -> list[str]:
-    """Text as a sequence of comparable tokens, for exact-match accuracy.
-
-    NFKC, case-folded; a token is a number (digits with an optional decimal part, and a leading minus
-    when it does not follow a letter or digit, so `2024-01-05` gives 2024, 01, 05) or a run of letters
-    and digits; everything else (spaces, punctuation, quotes, underscores) only separates tokens.
-    So `"Paris."` and `paris` match, `1,234` is 1 234 (and does not match `1234`), `3.50` does not match `3.5`.
-    """
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def answer_matches(answer: str, response: str) -> bool:
-    """True when the normalised answer occurs in the normalised response as a contiguous token sequence.
-
-    An answer with no tokens (only punctuation) falls back to a case-folded substring test.
-    """
-    target, tokens = normalise_tokens(answer), normalise_tokens(response)
-    if not target:
-        return bool(answer.strip()) and answer.strip().casefold() in response.casefold()
-    k = len(target)
-    return any(tokens[i : i + k] == target for i in range(len(tokens) - k + 1))
-
-
 def is_repetitive(text: str, n: int, min_repeats: int) -> bool:
     """True when some word n-gram occurs at least `min_repeats` times: the response is caught in a loop."""
     words = normalise_tokens(text)
@@ -461,15 +436,18 @@ def generation_metrics(
     """Statistics of one model's rows: lengths, empty and repetition rates, finish reasons, accuracy.
 
     Everything is a deterministic function of the rows except `tokens_per_s` (a timing, passed in).
-    Accuracy counts the rows whose `answer` is a non-empty string; `accuracy_by_task` splits it by `task`.
+    Accuracy counts the rows whose `answer` is a non-empty string: `strict_accuracy` by the task family's
+    answer extraction (verify.py), `lenient_accuracy` by the answer appearing anywhere in the response;
+    `by_task` splits both by `task`.
     """
     n = len(rows)
     finish = Counter(r["finish"] for r in rows)
     graded = [r for r in rows if isinstance(r.get("answer"), str) and r["answer"].strip()]
-    hits = [answer_matches(r["answer"], r["response"]) for r in graded]
-    by_task: dict[str, list[bool]] = {}
-    for row, hit in zip(graded, hits):
-        by_task.setdefault(row.get("task") or "none", []).append(hit)
+    strict = [is_strictly_correct(r) for r in graded]
+    lenient = [lenient_match(r["answer"], r["response"]) for r in graded]
+    by_task: dict[str, list[tuple[bool, bool]]] = {}
+    for row, s, le in zip(graded, strict, lenient):
+        by_task.setdefault(row.get("task") or "none", []).append((s, le))
     return {
         "n": n,
         "tokens_per_s": round(tokens_per_s, 2) if tokens_per_s is not None else None,
@@ -481,8 +459,45 @@ def generation_metrics(
         ),
         "finish": {reason: finish.get(reason, 0) for reason in FINISH_REASONS},
         "n_with_answer": len(graded),
-        "accuracy": _rate(sum(hits), len(graded)),
-        "accuracy_by_task": {
-            task: {"n": len(h), "accuracy": _rate(sum(h), len(h))} for task, h in sorted(by_task.items())
+        "strict_accuracy": _rate(sum(strict), len(graded)),
+        "lenient_accuracy": _rate(sum(lenient), len(graded)),
+        "by_task": {
+            task: {"n": len(h), "strict_accuracy": _rate(sum(s for s, _ in h), len(h)),
+                   "lenient_accuracy": _rate(sum(le for _, le in h), len(h))}
+            for task, h in sorted(by_task.items())
         },
     }
+
+
+def is_strictly_correct(row: dict[str, Any]) -> bool:
+    """Strict verification of one generation row against its `answer` (by its task family's rule)."""
+    return strict_match(row.get("task"), row["answer"], row["instruction"], row.get("input") or "", row["response"])
+
+
+HEADLINE_KEYS = ("strict_accuracy", "lenient_accuracy", "mean_new_tokens", "repetition_rate")
+
+
+def compare_models(rows_by_model: dict[str, list[dict[str, Any]]], params: GenerateParams,
+                   timings: dict[str, float | None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics/generate.json (headline numbers) and its breakdown, for the base and the tuned model.
+
+    The headline difference is paired: tuned - base strict accuracy over the same records, with a seeded
+    paired-bootstrap 95% interval and an exact McNemar p-value on the records only one model got right.
+    """
+    details = {name: generation_metrics(rows, params, timings.get(name)) for name, rows in rows_by_model.items()}
+    headline: dict[str, Any] = {name: {k: d[k] for k in HEADLINE_KEYS} for name, d in details.items()}
+    base = {r["id"]: r for r in rows_by_model["base"]}
+    both = [(t, base[t["id"]]) for t in rows_by_model["tuned"]
+            if t["id"] in base and isinstance(t.get("answer"), str) and t["answer"].strip()]
+    tuned_ok = [is_strictly_correct(t) for t, _ in both]
+    base_ok = [is_strictly_correct(b) for _, b in both]
+    diff = paired_difference([float(x) for x in tuned_ok], [float(x) for x in base_ok],
+                             params.bootstrap_samples, params.seed)
+    only_tuned = sum(t and not b for t, b in zip(tuned_ok, base_ok))
+    only_base = sum(b and not t for t, b in zip(tuned_ok, base_ok))
+    headline.update({
+        "n": len(both),
+        "strict_accuracy_diff": diff["diff"], "diff_ci_low": diff["ci_low"], "diff_ci_high": diff["ci_high"],
+        "mcnemar_p": mcnemar_exact_p(only_tuned, only_base), "only_tuned": only_tuned, "only_base": only_base,
+    })
+    return headline, details

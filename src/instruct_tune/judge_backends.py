@@ -5,9 +5,9 @@ except the JSON schema it is asked to constrain the output to. Failures are sort
 - `BackendUnavailable`: the judge cannot be reached at all (connection refused, timeout, bad key,
   unknown model); the run stops, keeping what it finished, with a clear UserError.
 - `JudgmentFailed(cacheable=True)`: this one request is impossible and would fail again the same way
-  (the prompt overflows the context, the server rejects every response format): recorded and cached.
-- `JudgmentFailed(cacheable=False)`: a transient server error (5xx, rate limit): recorded, not cached,
-  so the next run tries again.
+  (the prompt overflows the local judge's context): recorded as an error and cached.
+- `JudgmentFailed(cacheable=False)`: a server's answer that is not a verdict (5xx, rate limit, a 4xx for
+  every response format): recorded as an error, never cached, so the next run asks again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
 from instruct_tune.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
 from instruct_tune.errors import UserError
-from instruct_tune.params import BUNDLED_MODEL, JudgeParams
+from instruct_tune.params import JudgeParams
 
 
 class BackendUnavailable(Exception):
@@ -45,20 +45,16 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def resolve_gguf(model: str) -> Path:
-    """`judge.model` for the local backend: the bundled model or a path to a GGUF file."""
-    if model == BUNDLED_MODEL:
-        from instruct_tune.modeling import bundled_gguf_path
-
-        return bundled_gguf_path()
-    path = Path(model)
-    if not path.is_file():
-        raise UserError(f"params.yaml: judge.model: {model!r} is neither {BUNDLED_MODEL!r} nor an existing GGUF file")
-    return path
-
-
 class LocalBackend:
-    """A GGUF model run in-process by llama-cpp-python, its output constrained by a JSON-schema grammar.
+    """A GGUF model run in-process by llama-cpp-python.
+
+    Two ways to ask it: `complete` (text under a JSON-schema grammar, for pairwise verdicts and
+    critiques) and `choose` (teacher-forced choices: the probability of each allowed value at each
+    field of a fixed JSON skeleton, G-Eval style; no sampling, no parsing).
+
+    Untrusted text stays text: each message's content is tokenized with `special=False`, only the chat
+    template's own markers with `special=True`, so `<|im_end|><|im_start|>system` inside a response is
+    a string of ordinary tokens and cannot open a new turn.
 
     Prompt evaluation dominates the cost on a CPU, and every judgment starts with the same system
     turn: its KV cache is computed once and every prompt continues from exactly there. (llama-cpp-
@@ -70,23 +66,28 @@ class LocalBackend:
     max_workers = 1  # one Llama context is not thread-safe
 
     def __init__(self, params: JudgeParams, schema: dict[str, Any]) -> None:
-        self.path = resolve_gguf(params.model)
-        self.model_id = f"local:{params.model if params.model == BUNDLED_MODEL else self.path.name}"
+        from instruct_tune.judge_models import resolve_judge_model
+
+        resolved = resolve_judge_model(params.model, params.revision)
+        self.path = resolved.path
+        # The identity that keys the cache: the file's bytes, not its name.
+        self.model_id = f"local:sha256:{resolved.sha256}"
         self.params = params
         self.schema = schema
         self._llm: Any = None  # loaded on the first call: a fully cached rerun never loads the model
         self._prefix: list[int] = []  # tokens of the system turn whose KV cache is kept
-        self._prefix_system: str | None = None
+        self._prefix_key: tuple[int, ...] | None = None
 
     def _load(self) -> Any:
         if self._llm is None:
             from llama_cpp import Llama, LlamaGrammar
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            # n_threads 0: llama.cpp's default (half the logical cores); more threads than free cores
-            # makes its busy-waiting workers several times slower on a shared machine.
+            # n_threads 0: every core (the judge stage runs alone in `dvc repro`). Beside another CPU job,
+            # llama.cpp's busy-waiting workers slow ~10x: lower judge.n_threads or set OMP_WAIT_POLICY=PASSIVE.
+            threads = self.params.n_threads or os.cpu_count() or 1
             self._llm = Llama(
-                model_path=str(self.path), n_ctx=self.params.n_ctx, n_threads=self.params.n_threads or None,
+                model_path=str(self.path), n_ctx=self.params.n_ctx, n_threads=threads, n_threads_batch=threads,
                 seed=self.params.seed, verbose=False,
             )
             template = self._llm.metadata.get("tokenizer.chat_template")
@@ -101,41 +102,142 @@ class LocalBackend:
     def _token_text(self, token: int) -> str:
         return "" if token < 0 else self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
 
-    def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        prompt = self._format(messages=messages).prompt
-        return self._llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+    def _tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], int]:
+        """The prompt's tokens, and how many of them end the system turn (the cacheable prefix).
 
-    def _keep_prefix(self, messages: list[dict[str, str]], tokens: list[int]) -> None:
+        The template is rendered around sentinels, then split: template text is tokenized with special
+        tokens enabled, message contents as plain text.
+        """
+        sentinels = [f"\x00CONTENT{i}\x00" for i in range(len(messages))]
+        prompt = self._format(messages=[{**m, "content": s} for m, s in zip(messages, sentinels)]).prompt
+        tokens: list[int] = []
+        prefix_end = 0
+        rest = prompt
+        for i, (message, sentinel) in enumerate(zip(messages, sentinels)):
+            before, found, rest = rest.partition(sentinel)
+            if not found:
+                raise UserError(f"{self.path}: the chat template drops message {i} ({message['role']})")
+            tokens += self._llm.tokenize(before.encode("utf-8"), add_bos=False, special=True)
+            if i == 1 and messages[0]["role"] == "system":
+                prefix_end = len(tokens)  # the system turn and the template up to the user's content
+            tokens += self._llm.tokenize(message["content"].encode("utf-8"), add_bos=False, special=False)
+        tokens += self._llm.tokenize(rest.encode("utf-8"), add_bos=False, special=True)
+        return tokens, prefix_end
+
+    def _start(self, tokens: list[int], prefix_end: int) -> None:
         """Leave exactly the system turn's KV cache in place (computing it once per system prompt)."""
         llm = self._llm
-        system = messages[0]["content"] if messages and messages[0]["role"] == "system" else None
-        if system is not None and system != self._prefix_system:
-            probes = [self._tokens([messages[0], {"role": "user", "content": c}]) for c in ("x", "y")]
-            n = next((i for i, (a, b) in enumerate(zip(*probes)) if a != b), 0)
-            self._prefix, self._prefix_system = probes[0][:n], system
+        prefix = tuple(tokens[:prefix_end])
+        if prefix_end and prefix != self._prefix_key:
             llm.reset()
-            llm.eval(self._prefix)
-        if system is not None and self._prefix and tokens[: len(self._prefix)] == self._prefix:
+            llm.eval(list(prefix))
+            self._prefix, self._prefix_key = list(prefix), prefix
+        if prefix_end and prefix == self._prefix_key:
             llm.n_tokens = len(self._prefix)  # the next eval starts right after the system turn
         else:
             llm.reset()
-            self._prefix_system = None
+            self._prefix_key = None
+
+    def _check_fits(self, n_prompt: int, n_new: int) -> None:
+        if n_prompt + n_new > self._llm.n_ctx():
+            raise JudgmentFailed(
+                f"local judge: prompt of {n_prompt} tokens + {n_new} new exceeds judge.n_ctx={self._llm.n_ctx()}",
+                cacheable=True,
+            )
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str:
         llm = self._load()
-        tokens = self._tokens(messages)
-        if len(tokens) + max_tokens > llm.n_ctx():  # the same next time: a cacheable failure
-            raise JudgmentFailed(
-                f"local judge: prompt of {len(tokens)} tokens + {max_tokens} new exceeds judge.n_ctx={llm.n_ctx()}",
-                cacheable=True,
-            )
-        self._keep_prefix(messages, tokens)
+        tokens, prefix_end = self._tokens(messages)
+        self._check_fits(len(tokens), max_tokens)
+        self._start(tokens, prefix_end)
         reply = llm.create_completion(
             prompt=tokens, temperature=temperature, max_tokens=max_tokens, seed=self.params.seed,
             stop=[self._eos], grammar=self._grammar,
             repeat_penalty=1.0,  # the default 1.1 would push scores away from values already written
         )
         return reply["choices"][0]["text"] or ""
+
+    def choose(self, messages: list[dict[str, str]], steps: list[tuple[str, Any]]) -> list[Any]:
+        """Teacher-forced decoding of a fixed reply skeleton after the prompt. Each step appends its text
+        (plain text, never special tokens), then by its spec:
+        - a list of options: reads the next-token distribution, keeps the options' probabilities
+          (renormalised over them), appends the most likely option; the result is {option: probability};
+        - an int n: writes a short JSON string greedily (at most n tokens, ending at the first token that
+          holds a quote or a newline); the result is the text, its JSON escapes read;
+        - {"user": content}: ends the assistant's turn there and adds a user turn with `content` (the
+          template's markers as special tokens, the content as plain text); the result is None.
+        Each option must be a single token of the judge's vocabulary. Every step depends only on the
+        prompt and the steps before it, so a grade is a function of its prompt alone.
+        """
+        import llama_cpp
+        import numpy as np
+
+        llm = self._load()
+        tokens, prefix_end = self._tokens(messages)
+        self._start(tokens, prefix_end)
+        pending = tokens[llm.n_tokens:]
+        n_vocab = llm.n_vocab()
+
+        def next_logits(new: list[int]) -> Any:
+            self._check_fits(llm.n_tokens + len(new), 1)
+            llm.eval(new)
+            return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+
+        results: list[Any] = []
+        for text, spec in steps:
+            pending = pending + llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            if isinstance(spec, dict):
+                pending += self._user_turn(spec["user"])
+                results.append(None)
+                continue
+            logits = next_logits(pending)
+            if isinstance(spec, list):
+                ids = [self._single_token(o) for o in spec]
+                chosen = logits[ids].astype(np.float64)
+                probs = np.exp(chosen - chosen.max())
+                probs /= probs.sum()
+                results.append({o: float(p) for o, p in zip(spec, probs)})
+                pending = [ids[int(np.argmax(probs))]]
+                continue
+            written: list[int] = []
+            for _ in range(int(spec)):
+                token = int(np.argmax(logits))
+                if token == llm.token_eos() or self._ends_string(token):
+                    break
+                written.append(token)
+                logits = next_logits([token])
+            text = llm.detokenize(written, special=False).decode("utf-8", errors="replace")
+            try:  # the judge writes JSON string escapes (\\n in a list): read them
+                text = json.loads(f'"{text}"')
+            except json.JSONDecodeError:
+                pass
+            results.append(text.strip())
+            pending = []
+        return results
+
+    def _user_turn(self, content: str) -> list[int]:
+        """Tokens that close the assistant's turn, hold a user turn with `content`, and open the next reply."""
+        sentinels = ("\x00S\x00", "\x00A\x00", "\x00U\x00")
+        prompt = self._format(messages=[{"role": "system", "content": sentinels[0]},
+                                        {"role": "assistant", "content": sentinels[1]},
+                                        {"role": "user", "content": sentinels[2]}]).prompt
+        between = prompt.split(sentinels[1], 1)[1]
+        before, _, after = between.partition(sentinels[2])
+        tokenize = self._llm.tokenize
+        return (tokenize(before.encode("utf-8"), add_bos=False, special=True)
+                + tokenize(content.encode("utf-8"), add_bos=False, special=False)
+                + tokenize(after.encode("utf-8"), add_bos=False, special=True))
+
+    def _ends_string(self, token: int) -> bool:
+        text = self._llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+        return '"' in text or "\n" in text or text.startswith("<|")
+
+    def _single_token(self, text: str) -> int:
+        ids = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        if len(ids) != 1:
+            raise UserError(f"{self.path}: the judge's vocabulary splits {text!r} into {len(ids)} tokens; "
+                            f"this model cannot be scored by choices (set judge.scoring: generate)")
+        return ids[0]
 
     def close(self) -> None:
         if self._llm is not None:
@@ -167,7 +269,7 @@ class OpenAIBackend:
         check_env_name(params.api_key_env)
         check_endpoint(params.base_url, params.allow_insecure_http)
         self.params = params
-        self.model_id = f"openai:{params.model}"
+        self.model_id = f"openai:{params.model}@{params.base_url}"
         self.max_workers = max(1, params.concurrency)
         self._url = display_url(params.base_url)
         # The key is read from the environment and handed to the client only: never stored or logged, and
@@ -224,7 +326,7 @@ class OpenAIBackend:
             if not reply.choices:
                 raise JudgmentFailed("judge server returned no choices", cacheable=False)
             return self._redact(reply.choices[0].message.content or "")  # never store an echoed key
-        raise JudgmentFailed(f"judge server rejected every response format (last: {last})", cacheable=True)
+        raise JudgmentFailed(f"judge server rejected every response format (last: {last})", cacheable=False)
 
     def close(self) -> None:
         self.client.close()

