@@ -45,6 +45,9 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+MAX_CONTEXTS = 2  # the judge's two prompts (read the response; compare answers) each keep their system turn
+
+
 class LocalBackend:
     """A GGUF model run in-process by llama-cpp-python.
 
@@ -75,21 +78,25 @@ class LocalBackend:
         self.params = params
         self.schema = schema
         self._llm: Any = None  # loaded on the first call: a fully cached rerun never loads the model
-        self._prefix: list[int] = []  # tokens of the system turn whose KV cache is kept
-        self._prefix_key: tuple[int, ...] | None = None
+        # One llama.cpp context per system turn (at most MAX_CONTEXTS, least recently used first), each
+        # keeping that turn's KV cache: the grading and comparing prompts alternate without recomputing it.
+        self._contexts: dict[tuple[int, ...], Any] = {}
+
+    def _new_context(self) -> Any:
+        from llama_cpp import Llama
+
+        # n_threads 0: every core (the judge stage runs alone in `dvc repro`). Beside another CPU job,
+        # llama.cpp's busy-waiting workers slow ~10x: lower judge.n_threads or set OMP_WAIT_POLICY=PASSIVE.
+        threads = self.params.n_threads or os.cpu_count() or 1
+        return Llama(model_path=str(self.path), n_ctx=self.params.n_ctx, n_threads=threads, n_threads_batch=threads,
+                     seed=self.params.seed, verbose=False)  # the weights are mmapped: a second context shares them
 
     def _load(self) -> Any:
         if self._llm is None:
-            from llama_cpp import Llama, LlamaGrammar
+            from llama_cpp import LlamaGrammar
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-            # n_threads 0: every core (the judge stage runs alone in `dvc repro`). Beside another CPU job,
-            # llama.cpp's busy-waiting workers slow ~10x: lower judge.n_threads or set OMP_WAIT_POLICY=PASSIVE.
-            threads = self.params.n_threads or os.cpu_count() or 1
-            self._llm = Llama(
-                model_path=str(self.path), n_ctx=self.params.n_ctx, n_threads=threads, n_threads_batch=threads,
-                seed=self.params.seed, verbose=False,
-            )
+            self._llm = self._new_context()
             template = self._llm.metadata.get("tokenizer.chat_template")
             if not template:
                 raise UserError(f"{self.path}: the GGUF file has no chat template (tokenizer.chat_template)")
@@ -125,18 +132,24 @@ class LocalBackend:
         return tokens, prefix_end
 
     def _start(self, tokens: list[int], prefix_end: int) -> None:
-        """Leave exactly the system turn's KV cache in place (computing it once per system prompt)."""
-        llm = self._llm
+        """Make current the context that holds this prompt's system turn in its KV cache (computing it
+        the first time), positioned right after it; without a system turn, a fresh start."""
         prefix = tuple(tokens[:prefix_end])
-        if prefix_end and prefix != self._prefix_key:
+        if not prefix_end:
+            self._llm.reset()
+            return
+        if prefix not in self._contexts:
+            if len(self._contexts) < MAX_CONTEXTS:
+                llm = self._llm if not self._contexts else self._new_context()
+            else:
+                llm = self._contexts.pop(next(iter(self._contexts)))  # the least recently used
             llm.reset()
             llm.eval(list(prefix))
-            self._prefix, self._prefix_key = list(prefix), prefix
-        if prefix_end and prefix == self._prefix_key:
-            llm.n_tokens = len(self._prefix)  # the next eval starts right after the system turn
-        else:
-            llm.reset()
-            self._prefix_key = None
+            self._contexts[prefix] = llm
+        llm = self._contexts.pop(prefix)
+        self._contexts[prefix] = llm  # most recently used last
+        llm.n_tokens = len(prefix)  # the next eval starts right after the system turn
+        self._llm = llm
 
     def _check_fits(self, n_prompt: int, n_new: int) -> None:
         if n_prompt + n_new > self._llm.n_ctx():
@@ -150,6 +163,7 @@ class LocalBackend:
         tokens, prefix_end = self._tokens(messages)
         self._check_fits(len(tokens), max_tokens)
         self._start(tokens, prefix_end)
+        llm = self._llm  # the context that holds this prompt's system turn
         reply = llm.create_completion(
             prompt=tokens, temperature=temperature, max_tokens=max_tokens, seed=self.params.seed,
             stop=[self._eos], grammar=self._grammar,
@@ -175,6 +189,7 @@ class LocalBackend:
         llm = self._load()
         tokens, prefix_end = self._tokens(messages)
         self._start(tokens, prefix_end)
+        llm = self._llm  # the context that holds this prompt's system turn
         pending = tokens[llm.n_tokens:]
         n_vocab = llm.n_vocab()
 
@@ -240,9 +255,9 @@ class LocalBackend:
         return ids[0]
 
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        for llm in {id(x): x for x in [self._llm, *self._contexts.values()] if x is not None}.values():
+            llm.close()
+        self._llm, self._contexts = None, {}
 
 
 def strict_schema(schema: Any) -> Any:
