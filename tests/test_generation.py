@@ -331,4 +331,5 @@ def test_stage_resumes_after_sigkill(tiny_llama_dir, tmp_path):
     metrics = json.loads((tmp_path / "metrics/breakdown/generate.json").read_text())
     assert metrics["base"]["n"] == 12 and metrics["tuned"]["finish"]["length"] + metrics["tuned"]["finish"]["eos"] \
         + metrics["tuned"]["finish"]["stop"] == 12
-    assert not any((tmp_path / "data/generate_work").iterdir())  # work cleared after a finished run
+    # the tuned model's work is cleared after a finished run; the base model's stays, a fingerprinted cache
+    assert sorted(p.name for p in (tmp_path / "data/generate_work").iterdir()) == ["base.fingerprint", "base.partial.jsonl"]
