@@ -12,7 +12,11 @@ def main() -> None:
     records, metrics = prepare(params.data)
     write_jsonl("data/prepared/records.jsonl", records)
     write_json("metrics/breakdown/prepare.json", metrics)  # per source and reason
-    write_json("metrics/prepare.json", {k: metrics[k] for k in ("loaded", "kept", "dropped")})
+    headline = {k: metrics[k] for k in ("loaded", "kept", "dropped")}
+    downloads = {name: src["sha256"] for name, src in sorted(metrics["sources"].items()) if "sha256" in src}
+    if downloads:  # a changed remote file shows in `dvc metrics diff`
+        headline["download_sha256"] = downloads
+    write_json("metrics/prepare.json", headline)
     print(f"prepare: {metrics['kept']} of {metrics['loaded']} records kept -> data/prepared/records.jsonl")
 
 

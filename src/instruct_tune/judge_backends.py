@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import threading
 from pathlib import Path
 from typing import Any, Protocol
