@@ -7,9 +7,10 @@
 
 A server returns no token probabilities, so the OpenAI backend has no `choose`: pointwise grades are
 written (`scoring: generate`, what `auto` resolves to: one prompt per response, the reference beside it, never
-the two-prompt `choices` protocol), and pairwise verdicts work as before. Every server failure that is not
-an outage (5xx, no choices, every response format rejected) is an error for that judgment and is never
-cached: the next run asks again.
+the two-prompt `choices` protocol with its separate comparison prompt), and pairwise verdicts work as before.
+`judge_calls` counts requests made (a retry is one more). Every server failure that is not an outage (5xx, no
+choices, every response format rejected) is an error for that judgment and is never cached: the next run asks
+again.
 """
 
 from __future__ import annotations
@@ -221,7 +222,9 @@ def test_pointwise_grades_go_out_under_the_schema(tmp_path: Path) -> None:
     for r, text in zip(server.requests, sent_text(server), strict=True):
         user = r["body"]["messages"][1]["content"]
         assert not re.search(r"\b(tuned|base)\b", text, re.I)
-        assert user.count("### Reference answer (correct)") == 1 and "<<<ANSWER>>>" not in text
+        assert user.count("### Reference answer (correct)") == 1
+        assert r["body"]["messages"][0]["content"] not in (J.COMPARE_SYSTEM, J.CHOICES_SYSTEM)
+        assert not re.search(r"^(Proposed answer|Short reference answer): ", text, re.M) and "ANSWER>>>" not in text
         assert '"reason":"one short sentence' in r["body"]["messages"][0]["content"]  # the written grade's form
     responses = [re.search(r"<<<RESPONSE>>>\n(.*)\n<<<END RESPONSE>>>", t, re.S).group(1) for t in sent_text(server)]
     assert sorted(responses) == sorted(r[c] for r in RECORDS[:2] for c in (4, 5))
