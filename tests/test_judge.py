@@ -878,10 +878,6 @@ def test_local_backend_keeps_one_context_per_system_turn() -> None:
     assert backend._contexts == {} and backend._llm is None
 
 
-@pytest.mark.xfail(strict=True, raises=NameError, reason="src bug: judge_backends.LocalBackend._new_context calls "
-                   "os.cpu_count() but the module never imports os, so judge.n_threads: 0 (params.yaml's default: "
-                   "every core) fails with NameError as the local judge loads; fix: `import os` in "
-                   "judge_backends.py; see the report")
 def test_n_threads_zero_uses_every_core(monkeypatch: pytest.MonkeyPatch) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     seen: dict[str, Any] = {}

@@ -42,7 +42,8 @@ def mcnemar_exact_p(only_first: int, only_second: int) -> float | None:
     n = only_first + only_second
     if n == 0:
         return 1.0
-    return _r(binomtest(only_first, n, 0.5, alternative="two-sided").pvalue)
+    p = binomtest(only_first, n, 0.5, alternative="two-sided").pvalue
+    return float(f"{p:.3g}")  # significant digits: a small p must not round to 0
 
 
 def agreement(judged: Sequence[bool], truth: Sequence[bool]) -> dict[str, float | int | None]:
@@ -60,7 +61,8 @@ def agreement(judged: Sequence[bool], truth: Sequence[bool]) -> dict[str, float 
     if n == 0:
         return {"n": 0, "agreement": None, "kappa": None, **counts}
     agree = sum(j == t for j, t in pairs) / n
-    # kappa is undefined when both raters use one label only; sklearn returns nan there.
+    if len({bool(x) for pair in pairs for x in pair}) < 2:
+        return {"n": n, "agreement": _r(agree), "kappa": None, **counts}  # one label only: kappa is undefined
     kappa = cohen_kappa_score([bool(j) for j, _ in pairs], [bool(t) for _, t in pairs], labels=[False, True])
     return {"n": n, "agreement": _r(agree), "kappa": None if np.isnan(kappa) else _r(kappa), **counts}
 
