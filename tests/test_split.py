@@ -160,7 +160,9 @@ def test_stage_writes_outputs_and_fails_cleanly(tmp_path, population):
     train = read_records(tmp_path / "data" / "split" / "train.jsonl")
     assert len(train) == 200 and set(train[0]) == set(population[0])
     metrics = json.loads((tmp_path / "metrics" / "split.json").read_text())
-    assert metrics["sizes"]["test"] == 40 and metrics["max_stratum_deviation"] < 0.05
+    assert metrics["test"] == 40 and metrics["max_stratum_deviation"] < 0.05  # headline: sizes and the deviation
+    breakdown = json.loads((tmp_path / "metrics" / "breakdown" / "split.json").read_text())
+    assert breakdown["sizes"]["test"] == 40 and "stratification" in breakdown
     before = (tmp_path / "metrics" / "split.json").read_bytes()
     failed = _run_stage(tmp_path, "split:\n  train_size: 500\n  val_size: 40\n  test_size: 40\n")
     assert failed.returncode == 2
