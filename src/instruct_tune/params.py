@@ -167,6 +167,49 @@ class JudgeParams:
 
 
 @dataclass
+class SynthLLMParams:
+    """The generator or the auditor of `synth`: the fields the judge's backends read, and its sampling."""
+
+    backend: str = "local"  # local | openai
+    model: str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"  # as judge.model; openai: the server's model name
+    revision: str | None = None  # hf: models only
+    base_url: str = "http://localhost:11434/v1"
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
+    allow_insecure_http: bool = False
+    concurrency: int = 4  # openai: requests at once
+    timeout_s: float = 300.0
+    max_retries: int = 1  # openai: the client's own retries on connection errors and 5xx
+    temperature: float = 0.0
+    max_tokens: int = 400  # per example (the generator's reply of N examples may use N times this), per verdict
+    n_ctx: int = 4096
+    n_threads: int = 0  # local: 0 uses every core
+    seed: int = 0
+
+
+@dataclass
+class SynthParams:
+    documents: str | None = None  # a folder of .txt/.md/.html/.json/.jsonl documents; None: the stage does nothing
+    text_field: str = "text"  # .json/.jsonl documents: the field holding the text
+    passage_chars: int = 1500  # passages are at most this long (split at paragraphs, then sentences)
+    min_passage_chars: int = 200  # shorter passages are skipped (and counted)
+    max_passages: int | None = None  # a seeded sample of this many passages (None: all)
+    per_passage: int = 3  # examples the generator writes per passage
+    input_share: float = 0.4  # share of examples planned with an input
+    language: str = "English"
+    retries: int = 1  # an invalid reply is asked again at temperature 0, shown what was wrong
+    samples: int = 3  # examples per reason in metrics/breakdown/synthesize.json and REPORT.md
+    seed: int = 0
+    generator: SynthLLMParams = field(default_factory=SynthLLMParams)
+    auditor: SynthLLMParams = field(default_factory=SynthLLMParams)
+
+    def __post_init__(self) -> None:
+        from instruct_tune.api_keys import check_env_name
+
+        check_env_name(self.generator.api_key_env, "synth.generator")
+        check_env_name(self.auditor.api_key_env, "synth.auditor")
+
+
+@dataclass
 class ReportParams:
     examples: int = 5
 
@@ -180,6 +223,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
     judge: JudgeParams = field(default_factory=JudgeParams)
+    synth: SynthParams = field(default_factory=SynthParams)
     report: ReportParams = field(default_factory=ReportParams)
 
 
