@@ -1,5 +1,7 @@
-"""Stage `prepare`: read `data.sources`, clean and filter them, write the records and their counts
-(metrics/prepare.json: totals; metrics/breakdown/prepare.json: per source)."""
+"""Stage `prepare`: read `data.sources` and the `synthesize` stage's records, clean and filter them, write the
+records and their counts (metrics/prepare.json: totals; metrics/breakdown/prepare.json: per source)."""
+
+from pathlib import Path
 
 from instruct_tune.cli import run_stage
 from instruct_tune.io import write_json, write_jsonl
@@ -9,7 +11,7 @@ from instruct_tune.prepare import prepare
 
 def main() -> None:
     params = load_params("params.yaml")
-    records, metrics = prepare(params.data)
+    records, metrics = prepare(params.data, Path("data/synth/records.jsonl"))
     write_jsonl("data/prepared/records.jsonl", records)
     write_json("metrics/breakdown/prepare.json", metrics)  # per source and reason
     headline = {k: metrics[k] for k in ("loaded", "kept", "dropped")}
