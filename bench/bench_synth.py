@@ -70,7 +70,8 @@ def check_auditor(auditor: SynthLLMParams, language: str) -> None:
             reason = reason or "keep"
             agree_keep += (reason == "keep") == (row["expected"] == "keep")
             agree_reason += reason == row["expected"]
-            print(f"  expected {row['expected']:<15} got {reason:<15} ({by}) {row['instruction'][:60]!r}  {note or ''}"[:220])
+            line = f"  expected {row['expected']:<15} got {reason:<15} ({by}) {row['instruction'][:60]!r}  {note or ''}"
+            print(line[:220])
     finally:
         backend.close()
     seconds = time.perf_counter() - start

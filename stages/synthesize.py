@@ -20,7 +20,8 @@ def main() -> None:
         if stage is not None:
             check_tracked(params.documents, [d for d in stage.get("deps", []) if isinstance(d, str)])
     result = synthesize(params, Path("data/synth_cache"))
-    write_outputs(result, Path("data/synth"), Path("metrics/synthesize.json"), Path("metrics/breakdown/synthesize.json"))
+    write_outputs(result, Path("data/synth"), Path("metrics/synthesize.json"),
+                  Path("metrics/breakdown/synthesize.json"))
     print(summary(result))
 
 

@@ -65,15 +65,16 @@ def check_endpoint(base_url: str, allow_insecure_http: bool, section: str = "jud
                         f"got {display_url(base_url)!r}")
     if parts.username is not None or parts.password is not None:
         # The URL lands in params.yaml and dvc.lock: credentials in it are already exposed. Not echoed here.
-        raise UserError(f"params.yaml: {section}.base_url must not contain credentials (user:password@); put the key in "
-                        f"the environment variable named by {section}.api_key_env, and revoke the one in the URL")
+        raise UserError(f"params.yaml: {section}.base_url must not contain credentials (user:password@); put the "
+                        f"key in the environment variable named by {section}.api_key_env, and revoke the one in the "
+                        f"URL")
     if parts.scheme == "https" or is_loopback(host):
         return
     if not allow_insecure_http:
         raise UserError(
-            f"params.yaml: {section}.base_url: {display_url(base_url)} is plain http to {host}, which is not a loopback "
-            f"address: the API key would cross the network unencrypted. Use https, a server on localhost, or set "
-            f"{section}.allow_insecure_http: true if the network between you and {host} is trusted"
+            f"params.yaml: {section}.base_url: {display_url(base_url)} is plain http to {host}, which is not a "
+            f"loopback address: the API key would cross the network unencrypted. Use https, a server on localhost, "
+            f"or set {section}.allow_insecure_http: true if the network between you and {host} is trusted"
         )
     print(f"{section}: warning: sending the API key over plain http to {host} ({section}.allow_insecure_http is true)",
           file=sys.stderr)

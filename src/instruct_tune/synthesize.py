@@ -516,8 +516,9 @@ def audit_messages(passage: Passage, example: dict[str, str], language: str) -> 
     """The passage in the system turn (every example of a passage shares it: a local model computes it once),
     the example in the user turn."""
     system = AUDIT_SYSTEM.replace("{language}", language).replace("{passage}", neutralise(passage.text))
-    shown = (f"<<<EXAMPLE>>>\n### Instruction\n{neutralise(example['instruction'])}\n\n### Input\n"
-             f"{neutralise(example['input']) or '(empty)'}\n\n### Output\n{neutralise(example['output'])}\n<<<END EXAMPLE>>>")
+    shown = (f"<<<EXAMPLE>>>\n### Instruction\n{neutralise(example['instruction'])}\n\n"
+             f"### Input\n{neutralise(example['input']) or '(empty)'}\n\n"
+             f"### Output\n{neutralise(example['output'])}\n<<<END EXAMPLE>>>")
     return [{"role": "system", "content": system}, {"role": "user", "content": f"{shown}\n\n{AUDIT_QUESTION}"}]
 
 
@@ -564,8 +565,8 @@ def ask_json(backend: Backend, messages: list[dict[str, str]], llm: SynthLLMPara
     error = ""
     for attempt in range(retries + 1):
         if attempt:
-            messages = [*messages, {"role": "assistant", "content": raw[-1][:500]},
-                        {"role": "user", "content": f"That reply is not valid ({error}). Reply with the JSON object only, every text in it short."}]
+            retry = f"That reply is not valid ({error}). Reply with the JSON object only, every text in it short."
+            messages = [*messages, {"role": "assistant", "content": raw[-1][:500]}, {"role": "user", "content": retry}]
         stats.add_calls(1)
         try:
             text = backend.complete(messages, temperature=llm.temperature if attempt == 0 else 0.0,
@@ -748,8 +749,9 @@ def synthesize(params: SynthParams, cache_dir: Path, progress: bool = True) -> S
     docs, n_files = read_documents(Path(params.documents), params.text_field)
     passages, too_short = make_passages(docs, params.passage_chars, params.min_passage_chars)
     if not passages:
-        raise UserError(f"{params.documents}: no passage of at least synth.min_passage_chars={params.min_passage_chars} "
-                        f"characters in {len(docs)} document(s) ({too_short} shorter passages skipped)")
+        raise UserError(f"{params.documents}: no passage of at least synth.min_passage_chars="
+                        f"{params.min_passage_chars} characters in {len(docs)} document(s) ({too_short} shorter "
+                        f"passages skipped)")
     available = len(passages)
     passages = sample_passages(passages, params.max_passages, params.seed)
     plans = [plan_tasks(p, params.per_passage, params.input_share, params.seed) for p in passages]
