@@ -202,7 +202,10 @@ def test_the_plan_has_about_the_input_share_and_a_passage_keeps_its_plan() -> No
     ({"task": "summary", "instruction": "Summarise it.", "input": " ", "output": "Short."}, "malformed",
      "a summary task without an input"),
     ({"task": "question", "instruction": "Name the stadium built in Cuiabá for the 2014 World Cup.",
-      "input": "Arena Pantanal", "output": "Arena Pantanal."}, "leakage", "the output is contained in the input"),
+      "input": "Arena Pantanal", "output": "Arena Pantanal."}, "leakage", "the output repeats the input"),
+    ({"task": "question", "instruction": "Which stadium did Cuiabá build for the 2014 World Cup?",
+      "input": "Cuiabá built the Arena Pantanal.", "output": "The Arena Pantanal"}, "leakage",
+     "the output is contained in the input"),
     ({"task": "question", "instruction": "What does the passage say about the stadium?", "input": "",
       "output": "It is in Cuiabá."}, "not_answerable", "the instruction refers to a text it does not include"),
     ({"task": "question", "instruction": "Quando foi inaugurada a Arena Pantanal em Cuiabá?", "input": "",
@@ -212,6 +215,8 @@ def test_the_plan_has_about_the_input_share_and_a_passage_keeps_its_plan() -> No
      "names or numbers the passage does not give: Curitiba, Paraná, 2012"),
     ({"task": "extraction", "instruction": "List the years in this sentence.", "input": "It opened in 2014.",
       "output": "2014"}, None, None),  # extraction takes its output from the input: not leakage
+    ({"task": "extraction", "instruction": "List the items in this sentence.", "input": "It opened in 2014.",
+      "output": "It opened in 2014"}, "leakage", "the output repeats the input"),  # ... but not all of it
     ({"task": "question", "instruction": "How many seats does the Arena Pantanal have?", "input": "",
       "output": "About 44,000 seats, since it opened in April 2014."}, None, None),
 ])
