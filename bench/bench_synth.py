@@ -130,9 +130,11 @@ def main() -> None:
     print(f"\n{S.summary(result)}")
     print(f"generator {b['generator']}, auditor {b['auditor']}, {args.threads} llama.cpp threads")
     minutes = result.seconds / 60
-    print(f"{m['passages']} passages -> {m['candidates']} candidates in {result.seconds:.0f} s: "
-          f"{m['candidates'] / minutes:.2f} candidates/min, {m['kept'] / minutes:.2f} kept/min; accepted share "
-          f"{m['accepted_share']}; input share planned {b['input_share']['planned']}, kept {b['input_share']['kept']}")
+    speed = (f"{m['candidates'] / minutes:.2f} candidates/min, {m['kept'] / minutes:.2f} kept/min (answers from the "
+             f"cache included: {result.cache_hits})" if result.llm_calls else "every answer from the cache")
+    print(f"{m['passages']} passages -> {m['candidates']} candidates in {result.seconds:.0f} s: {speed}; accepted "
+          f"share {m['accepted_share']}; input share planned {b['input_share']['planned']}, kept "
+          f"{b['input_share']['kept']}")
     print("rejections by reason (rules / auditor): " + ", ".join(
         f"{r} {b['dropped_by_check'][r]}/{b['dropped_by_audit'][r]}" for r in S.REASONS))
     print("per task (candidates -> kept): " + ", ".join(f"{t} {c['candidates']}->{c['kept']}"

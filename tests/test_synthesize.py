@@ -200,7 +200,7 @@ def test_the_plan_has_about_the_input_share_and_a_passage_keeps_its_plan() -> No
     ({"task": "question", "instruction": "...", "input": "", "output": "Cuiabá."}, "malformed",
      "no words in the instruction"),
     ({"task": "summary", "instruction": "Summarise it.", "input": " ", "output": "Short."}, "malformed",
-     "a summary task without an input"),
+     "the summary task has no input"),
     ({"task": "question", "instruction": "Name the stadium built in Cuiabá for the 2014 World Cup.",
       "input": "Arena Pantanal", "output": "Arena Pantanal."}, "leakage", "the output repeats the input"),
     ({"task": "question", "instruction": "Which stadium did Cuiabá build for the 2014 World Cup?",

@@ -466,7 +466,7 @@ def check_example(item: dict[str, Any] | None, planned: str, passage: str, langu
         if not _words(example[name]):
             return example, "malformed", f"no words in the {name}"
     if example["task"] in INPUT_TASKS and not _words(example["input"]):
-        return example, "malformed", f"a {example['task']} task without an input"
+        return example, "malformed", f"the {example['task']} task has no input"
     if example["input"] and _words(example["output"]) == _words(example["input"]):
         return example, "leakage", "the output repeats the input"
     if example["input"] and example["task"] != "extraction" and _words(example["output"]) in _words(example["input"]):
@@ -849,8 +849,9 @@ def summary(result: SynthResult) -> str:
     if not m["passages"]:
         return "synthesize: no documents configured (synth.documents is null): empty outputs, no model loaded"
     drops = ", ".join(f"{reason} {count}" for reason, count in result.breakdown["dropped"].items() if count) or "none"
-    rate = m["candidates"] / (result.seconds / 60) if result.seconds > 0 else 0.0
+    speed = (f"{m['candidates'] / (result.seconds / 60):.2f} candidates/min" if result.llm_calls and result.seconds
+             else "every answer from the cache")
     return (f"synthesize: kept {m['kept']} of {m['candidates']} candidates ({100 * m['accepted_share']:.1f}%) from "
             f"{m['passages']} passages of {m['documents']} documents; dropped: {drops}; generation failures "
             f"{m['generation_failures']}; llm_calls={result.llm_calls} cache_hits={result.cache_hits}; "
-            f"{result.seconds:.1f} s, {rate:.2f} candidates/min")
+            f"{result.seconds:.1f} s, {speed}")
