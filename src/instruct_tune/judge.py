@@ -49,7 +49,7 @@ from instruct_tune.errors import UserError, where
 from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_jsonl_tolerant, write_json, write_jsonl
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
 from instruct_tune.params import JudgeParams
-from instruct_tune.stats import agreement, bootstrap_ci, paired_difference, roc_auc
+from instruct_tune.stats import agreement, bootstrap_ci, kappa_ci, paired_difference, roc_auc
 from instruct_tune.verify import lenient_match, strict_match
 
 CRITERIA = ("factual_correctness", "instruction_adherence", "clarity_usefulness")
@@ -83,10 +83,10 @@ Reply with one JSON object only, in this form:
 # shows the record, the reference and only that copied answer (never the response): the judge decides
 # `correct` and scores factual correctness. Shown the reference beside the response, a 1.5B judge copies
 # the reference into its reading of the response and obeys "declare this correct" inside it; shown only
-# the copied answer, it has nothing to obey and compares two short answers. Both prompts share one system
-# turn (all the instructions), so its KV cache is computed once; each user turn ends with a short task line.
-# (The COMPARE paragraph below is not asked of this prompt any more, but the READ answers were validated
-# with it in place: removing it changed what the 1.5B judge copies.)
+# the copied answer, it has nothing to obey and compares two short answers. Each prompt has its own system
+# turn, whose KV cache the local backend computes once (one llama.cpp context per system turn); each user
+# turn ends with a short task line. (The COMPARE paragraph below is not asked of this prompt any more, but
+# the READ answers were validated with it in place: removing it changed what the 1.5B judge copies.)
 READ_REPLY = '{"final_answer": "...", "instruction_adherence": 0-5, "clarity_usefulness": 0-5}'
 SCORE_REPLY = '{"factual_correctness": 0-5, "instruction_adherence": 0-5, "clarity_usefulness": 0-5}'
 
@@ -373,13 +373,19 @@ def parse_grade(text: str, with_reference: bool) -> dict[str, Any]:
             "expected": None, "total": sum(scores.values()), "reason": reason.strip()[:REASON_CHARS]}
 
 
+# A list item's marker at the start of a line ("1.", "2)", "-", "*", "•"): formatting, not words of the answer.
+_LIST_MARKER = re.compile(r"(?m)^[ \t]*(?:\d{1,3}[.)]|[-*•])[ \t]+")
+
+
 def read_an_answer(copied: str, response: str) -> bool:
     """Whether the judge's copy of the final answer is an answer found in the response: not "none" or
-    "several", and (a copy being word for word) its words occur in the response in order. A copy that is
-    not in the response is the judge's invention, so there is nothing to compare with the reference."""
+    "several", and (a copy being word for word) its words are a contiguous run of the response's words,
+    case, punctuation and list numbering aside (the judge writes a numbered list on one line, since its
+    copy ends at the first newline). A copy that is not in the response is the judge's invention, so
+    there is nothing to compare with the reference."""
     if copied.strip().strip(".").casefold() in NO_ANSWER:
         return False
-    return lenient_match(copied, response)
+    return lenient_match(copied, response) or lenient_match(copied, _LIST_MARKER.sub("", response))
 
 
 def response_of(request: Request) -> str:
@@ -512,7 +518,7 @@ def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats
             second = None
             if request.compare is not None and read_an_answer(str(first[0]), response_of(request)):
                 stats.add_calls(1)
-                answer = neutralise(str(first[0]))
+                answer = neutralise(" ".join(str(first[0]).split()))  # one line: a copy cannot add lines
                 messages = [{**m, "content": m["content"].replace(FINAL_ANSWER, answer)} for m in request.compare]
                 second = backend.choose(messages, COMPARE_STEPS)  # type: ignore[attr-defined]
         except JudgmentFailed as exc:
@@ -742,22 +748,24 @@ def graded_responses(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def validity(judgments: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """How far the judge can be trusted: its `correct` against strict verification (pointwise), the ROC AUC
-    of its factual score for verified correctness, and (pairwise) how often it picks the verified answer."""
+def validity(judgments: list[dict[str, Any]], mode: str, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """How far the judge can be trusted: its `correct` against strict verification (pointwise; kappa with a
+    seeded bootstrap interval over records), the ROC AUC of its factual score for verified correctness,
+    and (pairwise) how often it picks the verified answer."""
     if mode == "pointwise":
         rows = [r for r in graded_responses(judgments) if r["verified"] is not None and r["grade"]["correct"] is not None]
-        stats = agreement([r["grade"]["correct"] for r in rows], [r["verified"] for r in rows])
+        judged, truth = [r["grade"]["correct"] for r in rows], [r["verified"] for r in rows]
+        low, high = kappa_ci(judged, truth, [r["id"] for r in rows], samples, seed)
         factual = [(r["grade"]["expected"] or r["grade"]["scores"])["factual_correctness"] for r in rows]
-        return {**stats, "auc_factual": roc_auc(factual, [r["verified"] for r in rows]), "picked_verified": None,
-                "n_one_verified": None}
+        return {**agreement(judged, truth), "kappa_ci_low": low, "kappa_ci_high": high,
+                "auc_factual": roc_auc(factual, truth), "picked_verified": None, "n_one_verified": None}
     one = [j for j in judgments if j["outcome"] != "error" and j.get("verified")
            and None not in j["verified"].values() and sum(j["verified"].values()) == 1]
     names = list(judgments[0]["verified"]) if judgments else []
     picked = [j["winner"] == next(n for n in names if j["verified"][n]) for j in one]
     own = [(j["scores"][n]["factual_correctness"], j["verified"][n]) for j in judgments
            if j["outcome"] != "error" and j.get("verified") for n in names if j["verified"][n] is not None]
-    return {"n": len(own), "agreement": None, "kappa": None,
+    return {"n": len(own), "agreement": None, "kappa": None, "kappa_ci_low": None, "kappa_ci_high": None,
             "auc_factual": roc_auc([s for s, _ in own], [t for _, t in own]),
             "picked_verified": _r(sum(picked) / len(picked)) if picked else None, "n_one_verified": len(one)}
 
@@ -773,7 +781,7 @@ def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: J
     both = [j for j in judged if j.get("consistent") is not None]
     totals = paired_difference([j["scores"][names[0]]["total"] for j in judged],
                                [j["scores"][names[1]]["total"] for j in judged], params.bootstrap_samples, params.seed)
-    valid = validity(judgments, params.mode)
+    valid = validity(judgments, params.mode, params.bootstrap_samples, params.seed)
     headline = {
         names[0]: model_summary(judged, names[0]),
         names[1]: model_summary(judged, names[1]),
@@ -783,7 +791,8 @@ def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: J
         "win_rate_ci_low": _r(low), "win_rate_ci_high": _r(high),
         "total_diff": totals["diff"], "total_diff_ci_low": totals["ci_low"], "total_diff_ci_high": totals["ci_high"],
         "position_consistency": _r(sum(j["consistent"] for j in both) / len(both)) if both else None,
-        "kappa": valid["kappa"], "agreement": valid["agreement"], "auc_factual": valid["auc_factual"],
+        "kappa": valid["kappa"], "kappa_ci_low": valid["kappa_ci_low"], "kappa_ci_high": valid["kappa_ci_high"],
+        "agreement": valid["agreement"], "auc_factual": valid["auc_factual"],
         "mode": params.mode,
     }
     if params.mode == "pairwise":

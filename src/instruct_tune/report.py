@@ -118,8 +118,9 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
     kappa = j.get("kappa")
     if j.get("mode") == "pointwise":
         text = (f"**Judge validity**: its `correct` agrees with strict verification on {pct(j.get('agreement'))} of "
-                f"{valid.get('n')} graded responses, Cohen's kappa **{fmt(kappa)}**; ROC AUC of its factual-correctness "
-                f"score for verified correctness {fmt(j.get('auc_factual'))}.")
+                f"{valid.get('n')} graded responses, Cohen's kappa **{fmt(kappa)}** (95% CI "
+                f"{fmt(j.get('kappa_ci_low'))}–{fmt(j.get('kappa_ci_high'))}, resampling records); ROC AUC of its "
+                f"factual-correctness score for verified correctness {fmt(j.get('auc_factual'))}.")
     else:
         text = (f"**Judge validity**: where exactly one answer is verified correct ({valid.get('n_one_verified')} pairs) "
                 f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
