@@ -13,7 +13,7 @@ from pathlib import Path
 
 from instruct_tune.cli import run_stage
 from instruct_tune.generation import (
-    build_prompts, check_template, clear_work, compare_models, generate_responses, load_base, load_test_records,
+    build_prompts, clear_work, compare_models, generate_responses, load_base, load_test_records,
     load_tuned, open_partial, work_fingerprint,
 )
 from instruct_tune.io import jsonl_line, write_file_set, write_json
@@ -30,7 +30,7 @@ BREAKDOWN = Path("metrics/breakdown/generate.json")
 
 def main() -> None:
     params = load_params("params.yaml")
-    template = check_template(params.train.template)
+    template = params.train.template
     records = load_test_records(TEST)
     device = pick_device(params.model.device)
     rows, timings, outputs = {}, {}, {}

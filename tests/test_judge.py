@@ -41,7 +41,7 @@ from instruct_tune import judge as J
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_json, read_jsonl, write_jsonl
 from instruct_tune.judge_backends import JudgmentFailed
-from instruct_tune.params import JudgeParams
+from instruct_tune.params import JudgeParams, params_from_dict
 from instruct_tune.stats import bootstrap_ci, paired_difference
 from instruct_tune.verify import strict_match
 
@@ -1496,18 +1496,18 @@ def test_a_retry_that_succeeds_is_no_error(tmp_path: Path) -> None:
 
 
 def test_invalid_settings_are_user_errors(tmp_path: Path) -> None:
+    # allowed names are checked where params.yaml is read, before any stage starts
     with pytest.raises(UserError, match=r"^params\.yaml: judge\.mode: 'both' is not one of pointwise, pairwise$"):
-        run(tmp_path, FakeChooser(), JudgeParams(mode="both"))
+        params_from_dict({"judge": {"mode": "both"}})
     with pytest.raises(UserError,
                        match=r"^params\.yaml: judge\.scoring: 'probs' is not one of auto, choices, generate$"):
-        run(tmp_path, FakeChooser(), JudgeParams(scoring="probs"))
+        params_from_dict({"judge": {"scoring": "probs"}})
     with pytest.raises(UserError, match=r"^params\.yaml: judge\.scoring: choices needs judge\.backend: local"):
         run(tmp_path, FakeJudge(), JudgeParams(scoring="choices"))
     with pytest.raises(UserError, match=r"^judge: the two models need different names, got \('m', 'm'\)$"):
         run(tmp_path, FakeChooser(), names=("m", "m"))
-    with pytest.raises(UserError,
-                       match=r"^params\.yaml: judge\.backend: unknown backend 'remote' \(local or openai\)$"):
-        J.make_backend(JudgeParams(backend="remote"), J.pointwise_schema(True))
+    with pytest.raises(UserError, match=r"^params\.yaml: judge\.backend: 'remote' is not one of local, openai$"):
+        params_from_dict({"judge": {"backend": "remote"}})
 
 
 # ---------------------------------------------------------------- pairwise mode

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from instruct_tune.errors import UserError
-from instruct_tune.params import DataParams, SourceParams
+from instruct_tune.params import DataParams, SourceParams, params_from_dict
 from instruct_tune.prepare import RECORD_FIELDS, load_source, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,10 @@ def test_count_and_seed_sample_after_cleaning(tmp_path):
 
 def test_bad_settings_fail_before_reading(tmp_path):
     missing = str(tmp_path / "huge_but_missing.json")
-    with pytest.raises(UserError, match=r"`data.sources\[1\].format`: unknown format 'xml'"):
-        prepare(DataParams(sources=[SourceParams(uri=missing), SourceParams(uri=missing, format="xml", name="b")]))
+    # allowed names are checked where params.yaml is read, before any stage starts
+    with pytest.raises(UserError, match=r"^params\.yaml: data\.sources\[1\]\.format: 'xml' is not one of alpaca, "
+                                        r"dolly, sharegpt, dialogue, qa, auto$"):
+        params_from_dict({"data": {"sources": [{"uri": missing}, {"uri": missing, "format": "xml", "name": "b"}]}})
     with pytest.raises(UserError, match=r"two sources are called"):
         prepare(DataParams(sources=[SourceParams(uri=missing), SourceParams(uri=missing)]))
     with pytest.raises(UserError, match=r"`data.sources\[0\].count` must be >= 0"):

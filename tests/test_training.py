@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from instruct_tune import training
 from instruct_tune.errors import UserError
 from instruct_tune.io import dumps_json, write_jsonl
-from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams
+from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, params_from_dict
 from instruct_tune.templates import format_prompt
 from instruct_tune.training import (
     HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, load_trained, pack_examples,
@@ -172,17 +173,37 @@ def test_packed_rows_attend_only_within_each_example(arch: str, tiny_llama_dir: 
 # ---------------------------------------------------------------- errors before any heavy work
 
 
-@pytest.mark.parametrize("change", [
-    {"model": {"load_in": "8bit"}}, {"model": {"load_in": "4bit"}}, {"model": {"dtype": "bfloat16"}},
-    {"train": {"optimizer": "adamw_8bit"}}, {"train": {"template": "vicuna"}}, {"train": {"save_steps": 3}},
-])
-def test_cpu_only_and_bad_options_fail_before_the_model_loads(change: dict, tmp_path: Path, monkeypatch) -> None:
+CPU_ERRORS = {  # a setting that cannot run here -> the message that says so
+    "8bit": ({"model": {"load_in": "8bit"}},
+             "model.load_in: 8bit loading (bitsandbytes) needs CUDA; this run is on cpu"),
+    "4bit": ({"model": {"load_in": "4bit"}},
+             "model.load_in: 4bit loading (bitsandbytes) needs CUDA; this run is on cpu"),
+    "bf16": ({"model": {"dtype": "bfloat16"}},
+             "model.dtype: bfloat16 is CUDA-only here; on CPU train and generate in float32"),
+    "adamw_8bit": ({"train": {"optimizer": "adamw_8bit"}},
+                   "params.yaml: `train.optimizer`: adamw_8bit (bitsandbytes) needs CUDA; this run is on cpu: "
+                   "use adamw_torch"),
+    "save_steps": ({"train": {"save_steps": 3}},
+                   "params.yaml: `train.save_steps` (3) must be a multiple of `train.eval_steps` (2): the best "
+                   "checkpoint is chosen among evaluated ones"),
+}
+
+
+@pytest.mark.parametrize("case", list(CPU_ERRORS))
+def test_cpu_only_and_bad_options_fail_before_the_model_loads(case: str, tmp_path: Path, monkeypatch) -> None:
+    change, message = CPU_ERRORS[case]
     params = small_params(tmp_path / "no-model")
     params = replace(params, model=replace(params.model, device="cpu", **change.get("model", {})),
                      train=replace(params.train, **change.get("train", {})))
     monkeypatch.setattr(training, "load_tokenizer", lambda *a, **k: pytest.fail("loaded before checking"))
-    with pytest.raises(UserError, match=r"CUDA|unknown value|multiple of"):
+    with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
         training.train(params, workdir(tmp_path, params))
+
+
+def test_an_unknown_template_fails_when_params_are_read() -> None:
+    with pytest.raises(UserError, match=r"^params\.yaml: train\.template: 'vicuna' is not one of alpaca, chatml, "
+                                        r"dialogue$"):
+        params_from_dict({"train": {"template": "vicuna"}})
 
 
 def test_no_trainable_record_is_a_user_error(tmp_path: Path, tiny_llama_dir: Path) -> None:

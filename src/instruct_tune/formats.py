@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from instruct_tune.errors import UserError
+from instruct_tune.params import DataFormat
 
-FORMATS = ("alpaca", "dolly", "sharegpt", "dialogue", "qa", "auto")
+FORMATS = get_args(DataFormat)  # the names params.yaml allows for a source's `format`
 
 
 @dataclass(frozen=True)

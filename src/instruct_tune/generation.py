@@ -34,7 +34,7 @@ from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_j
 from instruct_tune.modeling import load_model, load_tokenizer, resolve_source
 from instruct_tune.params import GenerateParams, ModelParams
 from instruct_tune.stats import mcnemar_exact_p, paired_difference
-from instruct_tune.templates import TEMPLATES, format_prompt, stop_strings
+from instruct_tune.templates import format_prompt, stop_strings
 from instruct_tune.verify import lenient_match, normalise_tokens, strict_match
 
 # Bump when a code change alters what a given model and params generate: stale partial files are then ignored.
@@ -66,12 +66,6 @@ def load_test_records(path: str | Path) -> list[dict[str, Any]]:
     if not records:
         raise UserError(f"{path}: no records to generate for")
     return records
-
-
-def check_template(template: str) -> str:
-    if template not in TEMPLATES:
-        raise UserError(f"params.yaml: `train.template` must be one of {', '.join(TEMPLATES)}, got {template!r}")
-    return template
 
 
 def build_prompts(
@@ -372,7 +366,6 @@ def generate_responses(
     """
     from tqdm.auto import tqdm
 
-    check_template(template)
     model.eval()
     stops = stop_strings(template, params.stop_strings)
     prompts = build_prompts(records, tokenizer, template, chat_template)

@@ -57,8 +57,6 @@ MAX_SCORE = 5
 MAX_TOTAL = MAX_SCORE * len(CRITERIA)
 REASON_CHARS = 160
 OUTCOMES = ("win", "loss", "tie", "error")
-MODES = ("pointwise", "pairwise")
-SCORINGS = ("auto", "choices", "generate")
 
 CRITERIA_TEXT = f"""Score the response from 0 (worst) to {MAX_SCORE} (best) on three criteria:
 - factual_correctness: is its answer right? When a reference answer is given, it is correct: compare with it. A wrong final answer scores 0 or 1, however well written; a right answer with a wrong side claim scores 3.
@@ -609,10 +607,6 @@ def _run_parallel(todo: list[Request], backend: Backend, params: JudgeParams, st
 
 def resolve_scoring(params: JudgeParams, backend: Backend) -> str:
     """`auto`: score-token probabilities where the backend can give them (local), generated JSON elsewhere."""
-    if params.mode not in MODES:
-        raise UserError(f"params.yaml: judge.mode: {params.mode!r} is not one of {', '.join(MODES)}")
-    if params.scoring not in SCORINGS:
-        raise UserError(f"params.yaml: judge.scoring: {params.scoring!r} is not one of {', '.join(SCORINGS)}")
     can_choose = callable(getattr(backend, "choose", None))
     if params.scoring == "choices" and not can_choose:
         raise UserError("params.yaml: judge.scoring: choices needs judge.backend: local (a server returns no "
@@ -886,8 +880,6 @@ def judge_generations(a_path: Path, b_path: Path, names: tuple[str, str], params
     """
     if len(set(names)) != 2:
         raise UserError(f"judge: the two models need different names, got {names!r}")
-    if params.mode not in MODES:
-        raise UserError(f"params.yaml: judge.mode: {params.mode!r} is not one of {', '.join(MODES)}")
     pairs = make_pairs(a_path, b_path, params.max_pairs, params.seed)
     schema = pairwise_schema() if params.mode == "pairwise" else pointwise_schema(
         params.use_reference and any(p.reference is not None for p in pairs))

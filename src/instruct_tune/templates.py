@@ -12,9 +12,11 @@ a token id (not as text), so it is always exactly one real eos token, even when 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-TEMPLATES = ("alpaca", "chatml", "dialogue")
+from instruct_tune.params import Template
+
+TEMPLATES = get_args(Template)  # the names params.yaml allows for `train.template`
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
