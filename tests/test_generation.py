@@ -250,10 +250,10 @@ def test_repetition_detector():
 def test_bad_test_record_names_line_and_field(tmp_path):
     path = tmp_path / "test.jsonl"
     path.write_text('{"id": "a", "instruction": "x", "output": "y"}\n{"id": "b", "instruction": 3}\n')
-    with pytest.raises(UserError, match=r"test.jsonl: line 2: field 'instruction'"):
+    with pytest.raises(UserError, match=r"test\.jsonl: line 2: field 'instruction': expected a string, got 3$"):
         load_test_records(path)
     path.write_text('{"id": "a", "instruction": "x"}\n{"id": "a", "instruction": "y"}\n')
-    with pytest.raises(UserError, match=r"line 2: field 'id': duplicate"):
+    with pytest.raises(UserError, match=r"test\.jsonl: line 2: field 'id': duplicate id 'a' \(also line 1\)$"):
         load_test_records(path)
 
 

@@ -18,12 +18,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from instruct_tune import training
+from instruct_tune.generation import load_tuned
 from instruct_tune.errors import UserError
 from instruct_tune.io import dumps_json, write_jsonl
 from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, params_from_dict
 from instruct_tune.templates import format_prompt
 from instruct_tune.training import (
-    HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, load_trained, pack_examples,
+    HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, pack_examples,
     prepare_checkpoints,
 )
 
@@ -319,7 +320,7 @@ def test_training_is_deterministic_and_writes_its_outputs(tmp_path: Path, tiny_l
     assert all(not p.read_text().startswith("timestamp") for p in (root / "plots/train").rglob("*.tsv"))
     assert not list((root / "models/checkpoints").glob("checkpoint-*"))  # removed after a finished run
     # the saved model reloads whole
-    model = load_trained(root / "models/tuned", params.model)
+    model, _, _ = load_tuned(params.model, root / "models/tuned", torch.device("cpu"))
     assert sum(p.numel() for p in model.parameters()) == first["trainable_params"]
 
 
@@ -344,9 +345,8 @@ def test_lora_adapter_round_trip_and_merge(tmp_path: Path, tiny_gpt2_dir: Path) 
     assert (merged_dir / "model.safetensors").exists() and not (merged_dir / "adapter_config.json").exists()
     ids = torch.tensor([AutoTokenizer.from_pretrained(adapter_dir)("Repeat: alpha beta gamma")["input_ids"]])
     with torch.no_grad():
-        base = load_trained(tiny_gpt2_dir, params.model)(ids).logits
-        with_adapter = load_trained(adapter_dir, params.model)(ids).logits
-        with_merge = load_trained(merged_dir, params.model)(ids).logits
+        base, with_adapter, with_merge = (load_tuned(params.model, folder, torch.device("cpu"))[0](ids).logits
+                                          for folder in (tiny_gpt2_dir, adapter_dir, merged_dir))
     assert not torch.allclose(base, with_adapter, atol=1e-4)  # the adapter learned something
     assert torch.allclose(with_adapter, with_merge, atol=1e-5)  # reloaded adapter == merged weights
 

@@ -29,8 +29,10 @@ from typing import Any
 
 import torch
 
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_jsonl_tolerant, write_jsonl
+from instruct_tune.errors import UserError
+from instruct_tune.io import (
+    append_jsonl, atomic_write_text, files_digest, read_jsonl_tolerant, read_records, write_jsonl,
+)
 from instruct_tune.modeling import load_model, load_tokenizer, resolve_source
 from instruct_tune.params import GenerateParams, ModelParams
 from instruct_tune.stats import mcnemar_exact_p, paired_difference
@@ -49,23 +51,9 @@ FINISH_REASONS = ("eos", "stop", "length")
 
 def load_test_records(path: str | Path) -> list[dict[str, Any]]:
     """The test split, checked field by field; an error names the file, line and field."""
-    records: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for lineno, record in iter_jsonl(path):
-        for name in ("id", "instruction"):
-            if not isinstance(record.get(name), str) or not record[name]:
-                raise UserError(f"{where(path, lineno, name)}: expected a non-empty string, got {record.get(name)!r}")
-        for name in ("input", "output", "answer", "task"):
-            value = record.get(name)
-            if value is not None and not isinstance(value, str):
-                raise UserError(f"{where(path, lineno, name)}: expected a string or null, got {value!r}")
-        if record["id"] in seen:
-            raise UserError(f"{where(path, lineno, 'id')}: duplicate id {record['id']!r}")
-        seen.add(record["id"])
-        records.append(record)
-    if not records:
-        raise UserError(f"{path}: no records to generate for")
-    return records
+    return read_records(path, required=("id", "instruction"), nonempty=("id", "instruction"),
+                        optional=("input", "output", "answer", "task"), unique="id",
+                        if_empty="no records to generate for")
 
 
 def build_prompts(
@@ -91,20 +79,6 @@ def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- models
-
-
-def files_digest(path: str | Path) -> str:
-    """sha256 over a file or every file under a folder (relative names and contents): a model's identity."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def base_identity(params: ModelParams) -> dict[str, Any]:

@@ -45,16 +45,16 @@ from typing import Any
 from tqdm import tqdm
 
 from instruct_tune.charts import bar_png
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_jsonl_tolerant, write_json, write_jsonl
+from instruct_tune.errors import UserError
+from instruct_tune.io import (
+    append_jsonl, atomic_write_text, read_jsonl_tolerant, read_records, write_json, write_jsonl,
+)
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
 from instruct_tune.params import JudgeParams
+from instruct_tune.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
 from instruct_tune.stats import agreement, bootstrap_ci, paired_difference, roc_auc
 from instruct_tune.verify import lenient_match, strict_match
 
-CRITERIA = ("factual_correctness", "instruction_adherence", "clarity_usefulness")
-MAX_SCORE = 5
-MAX_TOTAL = MAX_SCORE * len(CRITERIA)
 REASON_CHARS = 160
 OUTCOMES = ("win", "loss", "tie", "error")
 
@@ -222,21 +222,9 @@ class Pair:
 
 def read_generations(path: Path) -> dict[str, dict[str, Any]]:
     """Generations by id; a missing or mistyped field or a repeated id is a UserError naming the line."""
-    records: dict[str, dict[str, Any]] = {}
-    for lineno, rec in iter_jsonl(path):
-        for name in ("id", "instruction", "input", "response"):
-            if not isinstance(rec.get(name), str):
-                got = "missing" if name not in rec else f"got {type(rec[name]).__name__}"
-                raise UserError(f"{where(path, lineno, name)}: expected a string ({got})")
-        for name in ("reference", "answer", "task"):
-            if rec.get(name) is not None and not isinstance(rec[name], str):
-                raise UserError(f"{where(path, lineno, name)}: expected a string or null")
-        if rec["id"] in records:
-            raise UserError(f"{where(path, lineno, 'id')}: id {rec['id']!r} appears twice")
-        records[rec["id"]] = rec
-    if not records:
-        raise UserError(f"{path}: no generations")
-    return records
+    records = read_records(path, required=("id", "instruction", "input", "response"),
+                           optional=("reference", "answer", "task"), unique="id", if_empty="no generations")
+    return {rec["id"]: rec for rec in records}
 
 
 def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: int = 0) -> list[Pair]:

@@ -19,7 +19,6 @@ length-grouped sampling) with nothing in the way.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -34,8 +33,8 @@ from typing import Any
 
 import torch
 
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import iter_jsonl, write_json
+from instruct_tune.errors import UserError
+from instruct_tune.io import read_records, sha256_file, write_json
 from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
 from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams
 from instruct_tune.templates import format_prompt
@@ -110,15 +109,7 @@ def encode_example(
 
 def read_split(path: Path) -> list[dict[str, Any]]:
     """Records of a split file; a missing or mistyped `instruction`/`input`/`output` names file, line, field."""
-    records = []
-    for lineno, record in iter_jsonl(path):
-        for name in ("instruction", "output"):
-            if not isinstance(record.get(name), str):
-                raise UserError(f"{where(path, lineno, name)}: expected a string, got {record.get(name)!r}")
-        if not isinstance(record.get("input", "") or "", str):
-            raise UserError(f"{where(path, lineno, 'input')}: expected a string, got {record.get('input')!r}")
-        records.append(record)
-    return records
+    return read_records(path, required=("instruction", "output"), optional=("input",))
 
 
 def build_examples(
@@ -264,33 +255,14 @@ def apply_lora(model: Any, lora: LoraParams, seed: int) -> Any:
     return get_peft_model(model, config)
 
 
-def load_trained(path: str | Path, base: ModelParams, device: torch.device | None = None) -> Any:
-    """Load what `train` wrote: full weights, or a LoRA adapter on top of the base model in `base`."""
-    path = Path(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(load_model(base, device), str(path)).eval()
-    saved = ModelParams(**{**asdict(base), "name": str(path), "gguf_file": None, "revision": None})
-    return load_model(saved, device).eval()
-
-
 # ---------------------------------------------------------------- checkpoints and resume
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fingerprint(params: Params, paths: TrainPaths) -> dict[str, Any]:
     """What a checkpoint depends on: the `model` and `train` params (operational knobs aside) and the data."""
     train = {k: v for k, v in asdict(params.train).items() if k not in OPERATIONAL_FIELDS}
     return {"model": asdict(params.model), "train": train,
-            "train_data": file_sha256(paths.train), "val_data": file_sha256(paths.val)}
+            "train_data": sha256_file(paths.train), "val_data": sha256_file(paths.val)}
 
 
 def _checkpoint_dirs(folder: Path) -> list[Path]:
