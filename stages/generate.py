@@ -40,7 +40,7 @@ def main() -> None:
         )
         prompts = build_prompts(records, tokenizer, template, params.model.chat_template)
         fingerprint = work_fingerprint(
-            identity, params.generate, template, prompts, records, device.type, str(model.dtype)
+            identity, params.model, params.generate, template, prompts, records, device.type, str(model.dtype)
         )
         run = generate_responses(
             model, tokenizer, records, params.generate, template,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from instruct_tune import templates
 from instruct_tune.errors import UserError
 from instruct_tune.generation import (
     StopCriteria, build_prompts, clean_response, compare_models, encode_prompts, generate_responses, generation_metrics,
@@ -180,7 +181,7 @@ def test_fingerprint_mismatch_starts_fresh(llama, tmp_path):
     prompts = build_prompts(RECORDS, tok, "chatml")
 
     def fp(params, template="chatml", ps=prompts):
-        return work_fingerprint({"model": "m"}, params, template, ps, RECORDS, "cpu", "torch.float32")
+        return work_fingerprint({"model": "m"}, ModelParams(), params, template, ps, RECORDS, "cpu", "torch.float32")
 
     base = fp(SAMPLED)
     assert fp(dataclasses.replace(SAMPLED, save_every=99, repetition_ngram=2)) == base  # no effect on outputs
@@ -190,6 +191,25 @@ def test_fingerprint_mismatch_starts_fresh(llama, tmp_path):
     write_jsonl(partial, [{"id": "r0"}])
     assert read_jsonl(open_partial(tmp_path, "base", base)) == [{"id": "r0"}]  # same fingerprint: kept
     assert not open_partial(tmp_path, "base", fp(SAMPLED, template="alpaca")).exists()  # changed: fresh
+
+
+def test_fingerprint_follows_prompt_text_stop_strings_records_and_model_params(llama, monkeypatch):
+    _, tok = llama
+
+    def fp(model=ModelParams(), records=RECORDS):
+        prompts = build_prompts(records, tok, "alpaca")
+        return work_fingerprint({"model": "m"}, model, SAMPLED, "alpaca", prompts, records, "cpu", "torch.float32")
+
+    base = fp()
+    monkeypatch.setattr(templates, "ALPACA_PREAMBLE", templates.ALPACA_PREAMBLE + " Be brief.")
+    assert fp() != base  # an edited prompt constant: the old rows are not reused
+    monkeypatch.undo()
+    assert fp() == base
+    monkeypatch.setitem(templates.STOP_STRINGS, "alpaca", ["### End"])
+    assert fp() != base  # the template's stop strings
+    monkeypatch.undo()
+    assert fp(records=[{**RECORDS[0], "answer": "5"}, *RECORDS[1:]]) != base  # rows carry the record's fields
+    assert fp(model=ModelParams(load_in="8bit")) != base
 
 
 def test_metrics_on_hand_made_rows():

@@ -1088,6 +1088,25 @@ def test_request_key_covers_what_decides_a_judgment() -> None:
     assert len(keys) == 2
 
 
+def test_an_edited_judge_prompt_or_a_new_param_value_changes_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = J.Pair("q1", "What is 7 times 8?", "", "56", ("It is 56.", "It is 54."), answer="56")
+
+    def keys(params: JudgeParams = JudgeParams(), scoring: str = "choices") -> set[str]:
+        return {r.key for reqs in J.plan([pair], params, scoring, "fake") for r in reqs}
+
+    base = keys()
+    assert keys(JudgeParams(concurrency=1, max_pairs=None, timeout_s=5.0)) == base  # operational: same verdicts
+    monkeypatch.setattr(J, "CHOICES_SYSTEM", J.CHOICES_SYSTEM + "\nBe strict.")
+    assert keys().isdisjoint(base)
+    monkeypatch.undo()
+    monkeypatch.setattr(J, "COMPARE_SYSTEM", J.COMPARE_SYSTEM + " Be strict.")
+    assert keys().isdisjoint(base)
+    monkeypatch.undo()
+    written = keys(scoring="generate")
+    monkeypatch.setattr(J, "POINTWISE_SYSTEM", J.POINTWISE_SYSTEM.replace("strict", "fair"))
+    assert keys(scoring="generate").isdisjoint(written)
+
+
 def test_identical_responses_are_judged_once(tmp_path: Path) -> None:
     same = [(*RECORDS[0][:7], RECORDS[0][6])]
     fake = FakeChooser()

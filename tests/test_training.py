@@ -17,7 +17,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from instruct_tune import training
+from instruct_tune import templates, training
 from instruct_tune.generation import load_tuned
 from instruct_tune.errors import UserError
 from instruct_tune.io import dumps_json, write_jsonl
@@ -205,6 +205,20 @@ def test_an_unknown_template_fails_when_params_are_read() -> None:
     with pytest.raises(UserError, match=r"^params\.yaml: train\.template: 'vicuna' is not one of alpaca, chatml, "
                                         r"dialogue$"):
         params_from_dict({"train": {"template": "vicuna"}})
+
+
+def test_checkpoints_are_keyed_by_the_token_ids_and_the_params_that_change_them(tok, monkeypatch) -> None:
+    records, train, model = make_records(4), TrainParams(template="alpaca"), ModelParams()
+
+    def fp(train: TrainParams = train) -> dict:
+        rows, _ = build_examples(records, tok, train)
+        return training.checkpoint_fingerprint(model, train, rows, rows[:2])
+
+    base = fp()
+    assert fp(replace(train, num_threads=2, keep_checkpoints=True, save_total_limit=5)) == base  # operational
+    assert fp(replace(train, lr=1e-3)) != base
+    monkeypatch.setattr(templates, "ALPACA_PREAMBLE", "Answer the instruction.")
+    assert fp() != base  # an edited prompt constant: the old checkpoints are not resumed
 
 
 def test_no_trainable_record_is_a_user_error(tmp_path: Path, tiny_llama_dir: Path) -> None:

@@ -9,7 +9,8 @@ How a run goes:
 - each batch is seeded from `generate.seed` and the ids of its records, and batches are formed from the
   whole test set, so a record's output never depends on where an interrupted run resumed;
 - finished rows are appended (and fsynced) to a partial file every `save_every` records; a rerun with
-  the same fingerprint (model files, generate params, template, prompts) skips them.
+  the same fingerprint (model files and params, generate params, prompts and records, stop strings, this
+  code) skips them.
 
 Public entry points: `generate_responses` (one model over records) and `generation_metrics` (the
 statistics of its rows), reused by the stage script, the benchmark and the judge.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -31,18 +31,14 @@ import torch
 
 from instruct_tune.errors import UserError
 from instruct_tune.io import (
-    append_jsonl, atomic_write_text, files_digest, read_jsonl_tolerant, read_records, write_jsonl,
+    append_jsonl, atomic_write_text, files_digest, read_jsonl_tolerant, read_records, sha256_file, write_jsonl,
 )
 from instruct_tune.modeling import load_model, load_tokenizer, resolve_source
-from instruct_tune.params import GenerateParams, ModelParams
+from instruct_tune.params import GenerateParams, ModelParams, Template, fingerprint
 from instruct_tune.stats import mcnemar_exact_p, paired_difference
 from instruct_tune.templates import format_prompt, stop_strings
 from instruct_tune.verify import lenient_match, normalise_tokens, strict_match
 
-# Bump when a code change alters what a given model and params generate: stale partial files are then ignored.
-FORMAT_VERSION = 1
-# Generate params that do not change any output: changing them must not discard finished work.
-NOT_IN_FINGERPRINT = ("save_every", "repetition_ngram", "repetition_min_repeats")
 FINISH_REASONS = ("eos", "stop", "length")
 
 
@@ -132,26 +128,38 @@ def load_tuned(params: ModelParams, folder: str | Path, device: torch.device) ->
 
 def work_fingerprint(
     model_identity: dict[str, Any],
+    model: ModelParams,
     params: GenerateParams,
-    template: str,
+    template: Template,
     prompts: list[str],
     records: list[dict[str, Any]],
     device: str,
     dtype: str,
 ) -> str:
-    """A hash of everything that decides the outputs: a partial file from another fingerprint is discarded."""
-    gen = {k: v for k, v in dataclasses.asdict(params).items() if k not in NOT_IN_FINGERPRINT}
+    """A hash of everything that decides the rows: a partial file from another fingerprint is discarded.
+
+    Nothing here is kept by hand: the model's files and params, the generate params but their operational
+    fields, the exact prompts with the whole records, the stop strings in force, the source of the code that
+    turns them into rows (this module and templates.py), and the versions of torch and transformers.
+    """
+    import transformers
+
+    from instruct_tune import templates
+
     payload = {
-        "format": FORMAT_VERSION,
         "model": model_identity,
-        "generate": gen,
+        "model_params": fingerprint(model),
+        "generate": fingerprint(params),
         "template": template,
+        "stops": stop_strings(template, params.stop_strings),
         "records": hashlib.sha256(
-            json.dumps([[r["id"], p] for r, p in zip(records, prompts)], ensure_ascii=False).encode()
+            json.dumps([[r, p] for r, p in zip(records, prompts)], sort_keys=True, ensure_ascii=False).encode()
         ).hexdigest(),
+        "code": [sha256_file(__file__), sha256_file(templates.__file__)],
         "device": device,
         "dtype": dtype,
         "torch": torch.__version__.split("+")[0],
+        "transformers": transformers.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

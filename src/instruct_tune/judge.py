@@ -18,7 +18,7 @@ plus `correct` (true/false) when the record has a reference answer. Two protocol
 Both: untrusted text sits between delimiters that no data can reproduce (`neutralise`); invalid replies
 are retried once at temperature 0, then counted as errors and left out of rates; every finished
 judgment is cached (data/judge_cache/) under a hash of everything that decides it (the exact messages,
-the schema or forced skeleton, the sampling settings, the judge's identity, n_ctx and the mode), so an
+the schema or forced skeleton, the judge's identity and every judge param that can change a verdict), so an
 unchanged rerun makes zero judge calls and an edited prompt can never reuse an old verdict.
 
 Run as `python -m instruct_tune.judge --a A.jsonl --b B.jsonl --names full,small --out DIR` to judge
@@ -50,7 +50,7 @@ from instruct_tune.io import (
     append_jsonl, atomic_write_text, read_jsonl_tolerant, read_records, write_json, write_jsonl,
 )
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
-from instruct_tune.params import JudgeParams
+from instruct_tune.params import JudgeParams, fingerprint
 from instruct_tune.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
 from instruct_tune.stats import agreement, bootstrap_ci, paired_difference, roc_auc
 from instruct_tune.verify import lenient_match, strict_match
@@ -441,6 +441,17 @@ class Request:
     key: str = ""
 
 
+def keyed_params(request: Request, params: JudgeParams) -> dict[str, Any]:
+    """The judge params that can change this request's verdict: all but the operational ones (params.py marks
+    them) and two that cannot apply; a new param keys verdicts unless it is marked."""
+    skip = set()
+    if request.kind == "choices":
+        skip |= {"temperature", "max_tokens", "seed"}  # read from probabilities, never sampled
+    if params.backend != "local":
+        skip.add("n_ctx")  # a server's context size is not ours to set
+    return {k: v for k, v in fingerprint(params).items() if k not in skip}
+
+
 def request_key(request: Request, params: JudgeParams, judge_id: str, schema: dict[str, Any] | None) -> str:
     """Everything that decides a verdict, hashed: change any of it and the cached verdict is not reused."""
     material = {
@@ -449,11 +460,8 @@ def request_key(request: Request, params: JudgeParams, judge_id: str, schema: di
         "schema": schema if request.kind != "choices" else None,
         "steps": request.steps,
         "compare": [request.compare, COMPARE_STEPS] if request.compare else None,
-        "sampling": {"temperature": params.temperature, "max_tokens": params.max_tokens, "seed": params.seed}
-        if request.kind != "choices" else None,
         "judge": judge_id,
-        "n_ctx": params.n_ctx if params.backend == "local" else None,
-        "mode": params.mode,
+        "params": keyed_params(request, params),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 

@@ -9,7 +9,7 @@ The pieces, one idea each:
   position, not by token id); packing puts several examples in a row with restarting position ids, which
   transformers turns into a block-diagonal attention mask, so packed examples never see each other.
 - `train`: the Trainer run (full or LoRA), resumable from `models/checkpoints` (guarded by a fingerprint of
-  the params and data), logged with DVCLive, evaluated on the whole validation set, best checkpoint kept.
+  the params and the token ids trained on), logged with DVCLive, evaluated on the whole validation set, best checkpoint kept.
 
 Why transformers' Trainer and not TRL's SFTTrainer: the label rules above (offsets, kept eos, trim-left,
 drop-and-count) are this project's own, and SFTTrainer would re-tokenise and re-mask by its own rules; the
@@ -19,6 +19,7 @@ length-grouped sampling) with nothing in the way.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import math
@@ -27,22 +28,20 @@ import resource
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from instruct_tune.errors import UserError
-from instruct_tune.io import read_records, sha256_file, write_json
+from instruct_tune.io import read_records, write_json
 from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
-from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams
+from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, fingerprint
 from instruct_tune.templates import format_prompt
 
 IGNORE_INDEX = -100  # label value the loss ignores
 FINGERPRINT = "fingerprint.json"
-# Fields that change how a run is carried out, not what it computes: changing them keeps checkpoints valid.
-OPERATIONAL_FIELDS = ("num_threads", "save_total_limit", "keep_checkpoints", "report_to")
 # Per-architecture LoRA targets: the attention projections, as in the LoRA paper's default.
 LORA_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
                 "qwen2": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "phi3": ["qkv_proj"]}
@@ -258,11 +257,16 @@ def apply_lora(model: Any, lora: LoraParams, seed: int) -> Any:
 # ---------------------------------------------------------------- checkpoints and resume
 
 
-def fingerprint(params: Params, paths: TrainPaths) -> dict[str, Any]:
-    """What a checkpoint depends on: the `model` and `train` params (operational knobs aside) and the data."""
-    train = {k: v for k, v in asdict(params.train).items() if k not in OPERATIONAL_FIELDS}
-    return {"model": asdict(params.model), "train": train,
-            "train_data": sha256_file(paths.train), "val_data": sha256_file(paths.val)}
+def checkpoint_fingerprint(model: ModelParams, train: TrainParams, train_rows: list[dict[str, list[int]]],
+                           val_examples: list[dict[str, list[int]]]) -> dict[str, Any]:
+    """What a checkpoint depends on: the `model` and `train` params but their operational fields, and the token
+    ids and labels it trains and evaluates on, which carry the data, the prompt templates' text, the tokenizer and
+    the label rules; so an edited prompt never resumes from checkpoints made with the old one."""
+    def digest(rows: list[dict[str, list[int]]]) -> str:
+        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+    return {"model": fingerprint(model), "train": fingerprint(train), "train_rows": digest(train_rows),
+            "val_examples": digest(val_examples)}
 
 
 def _checkpoint_dirs(folder: Path) -> list[Path]:
@@ -640,7 +644,8 @@ def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | N
     args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)  # initialises torch.distributed under torchrun
     with args.main_process_first(desc="checkpoints"):
         if args.process_index == 0:
-            prepare_checkpoints(paths.checkpoints, fingerprint(params, paths))
+            prepare_checkpoints(paths.checkpoints, checkpoint_fingerprint(params.model, tp, train_examples,
+                                                                          val_examples))
     resume = last_checkpoint(paths.checkpoints)
     if resume and args.process_index == 0:
         print(f"train: resuming from {resume}")
