@@ -118,8 +118,9 @@ def run_ours(model_name: str, records: list[dict], batch: int, steps: int, warmu
     timer = _step_timer(warmup)
     training._Throughput = lambda: timer  # measure our path with the same callback as TRL's
     paths = training.TrainPaths(train=work / "train.jsonl", val=work / "val.jsonl", model_dir=work / "tuned",
-                                checkpoints=work / "checkpoints", metrics=work / "train.json", plots=work / "plots")
-    training.train(params, paths)
+                                checkpoints=work / "checkpoints", metrics=work / "train.json",
+                                breakdown=work / "train_breakdown.json", plots=work / "plots")
+    training.train(params.model, params.train, paths)
     return {"tokens": timer.tokens, "seconds": timer.seconds, "steps": timer.steps}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def run_config(name: str, overrides: dict, model_name: str, steps: int, split_di
         with open(work / "params.yaml", "w") as fh:
             yaml.dump(params, fh)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=work,
+        _, script, *args = shlex.split(yaml.load(REPO / "dvc.yaml")["stages"]["train"]["cmd"])  # as DVC runs it
+        proc = subprocess.run([sys.executable, str(REPO / script), *args], cwd=work,
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                   filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))})
         wall = time.perf_counter() - start

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from dvc_stages import stage_command
 from instruct_tune import judge as J
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_json, read_jsonl, write_jsonl
@@ -1669,7 +1670,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     made: list[FakeChooser] = []
     monkeypatch.setattr(J, "make_backend", lambda params, schema: made.append(FakeChooser()) or made[-1])
     stage = load_stage()
-    stage.main()
+    stage.main(stage_command("judge")[2:])  # the paths dvc.yaml gives it
     out = capsys.readouterr().out
     assert "judge (pointwise): 4 pairs, win rate 1.0" in out and "judge_calls=16 cache_hits=0" in out  # 2 per response
     outputs = ["data/judgments.jsonl", "metrics/judge.json", "metrics/breakdown/judge.json",
@@ -1687,7 +1688,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     assert breakdown["validity"]["n"] == 8 and breakdown["validity"]["agreement"] == 1.0
     assert len(read_jsonl(tmp_path / "data/judgments.jsonl")) == 4
     assert (tmp_path / "plots/judge/totals.csv").read_text().startswith("total,tuned,base\n")
-    stage.main()
+    stage.main(stage_command("judge")[2:])
     assert "judge_calls=0 cache_hits=8" in capsys.readouterr().out
     assert made[1].calls == []
     assert {p: (tmp_path / p).read_bytes() for p in outputs} == first  # byte-identical, PNGs included

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from dvc_stages import stage_command
 from instruct_tune.errors import UserError
 from instruct_tune.params import DataParams, SourceParams, params_from_dict
 from instruct_tune.prepare import RECORD_FIELDS, load_source, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def jsonl(path: Path, records: list) -> str:
@@ -101,8 +100,7 @@ def test_builtin_source():
 
 
 def _run_stage(workdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py")], cwd=workdir,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(stage_command("prepare"), cwd=workdir, capture_output=True, text=True, timeout=120)
 
 
 def test_stage_writes_outputs_and_keeps_them_on_error(tmp_path):

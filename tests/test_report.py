@@ -46,7 +46,7 @@ def fixture(tmp_path: Path, kappa: float | None) -> Path:
 
 
 def test_report_leads_with_the_verified_answer_and_its_intervals(tmp_path: Path) -> None:
-    text = build_report(fixture(tmp_path, 0.81), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    text = build_report(fixture(tmp_path, 0.81), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md", examples=5)
     verdict = text.split("## Verdict", 1)[1].split("## 1.", 1)[0]
     assert "base **11.0% → tuned 27.5%**" in verdict and "**+16.5 points**" in verdict
     assert "interval +11.0 to +22.0" in verdict and "McNemar p = 1.2e-07" in verdict
@@ -60,12 +60,12 @@ def test_report_leads_with_the_verified_answer_and_its_intervals(tmp_path: Path)
 def test_a_judge_below_the_trust_threshold_is_flagged(tmp_path: Path) -> None:
     for kappa in (0.42, None):
         text = build_report(fixture(tmp_path, kappa), tmp_path / "plots", tmp_path / "judgments.jsonl",
-                            tmp_path / "REPORT.md")
+                            tmp_path / "REPORT.md", examples=5)
         assert "do not quote this judge's verdict" in text.split("## 1.", 1)[0]
 
 
 def test_text_from_data_and_models_is_inert(tmp_path: Path) -> None:
-    text = build_report(fixture(tmp_path, 0.8), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    text = build_report(fixture(tmp_path, 0.8), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md", examples=5)
     for live in ("<script>", "<img", "](http://tracker", "](javascript:", "onerror=alert(2)>"):
         assert live not in text
     assert "&lt;script&gt;" in text  # still readable as characters

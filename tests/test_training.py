@@ -17,11 +17,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from dvc_stages import stage_command, stage_paths
 from instruct_tune import templates, training
 from instruct_tune.generation import load_tuned
 from instruct_tune.errors import UserError
 from instruct_tune.io import dumps_json, write_jsonl
-from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, params_from_dict
+from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, params_from_dict, to_dict
 from instruct_tune.templates import format_prompt
 from instruct_tune.training import (
     HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, pack_examples,
@@ -29,7 +30,6 @@ from instruct_tune.training import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE = REPO / "stages" / "train.py"
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
 
@@ -56,14 +56,16 @@ def small_params(model_dir: Path, **train: object) -> Params:
 
 
 def workdir(root: Path, params: Params, n_train: int = 24, n_val: int = 8) -> TrainPaths:
-    """A self-contained stage working directory: data/split/*.jsonl and params.yaml."""
-    root.mkdir(parents=True, exist_ok=True)
-    write_jsonl(root / "data/split/train.jsonl", make_records(n_train))
-    write_jsonl(root / "data/split/val.jsonl", make_records(n_val, seed=1))
-    from instruct_tune.params import to_dict
-
+    """A self-contained stage working directory: the split files and params.yaml where dvc.yaml's cmd has them."""
+    paths = TrainPaths(**{name: root / path for name, path in stage_paths("train").items()})
+    write_jsonl(paths.train, make_records(n_train))
+    write_jsonl(paths.val, make_records(n_val, seed=1))
     (root / "params.yaml").write_text(dumps_json(to_dict(params)))  # JSON is YAML
-    return TrainPaths(**{f: root / p for f, p in vars(TrainPaths()).items()})
+    return paths
+
+
+def run(params: Params, paths: TrainPaths) -> dict | None:
+    return training.train(params.model, params.train, paths)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +200,7 @@ def test_cpu_only_and_bad_options_fail_before_the_model_loads(case: str, tmp_pat
                      train=replace(params.train, **change.get("train", {})))
     monkeypatch.setattr(training, "load_tokenizer", lambda *a, **k: pytest.fail("loaded before checking"))
     with pytest.raises(UserError, match=f"^{re.escape(message)}$"):
-        training.train(params, workdir(tmp_path, params))
+        run(params, workdir(tmp_path, params))
 
 
 def test_an_unknown_template_fails_when_params_are_read() -> None:
@@ -224,7 +226,7 @@ def test_checkpoints_are_keyed_by_the_token_ids_and_the_params_that_change_them(
 def test_no_trainable_record_is_a_user_error(tmp_path: Path, tiny_llama_dir: Path) -> None:
     params = small_params(tiny_llama_dir, max_length=8)
     with pytest.raises(UserError, match="no record fits"):
-        training.train(params, workdir(tmp_path, params))
+        run(params, workdir(tmp_path, params))
 
 
 def fake_checkpoint(path: Path) -> Path:
@@ -275,7 +277,7 @@ def test_truncating_any_file_of_the_newest_checkpoint_falls_back_to_the_older_on
         tmp_path: Path, tiny_llama_dir: Path, capsys: pytest.CaptureFixture) -> None:
     params = small_params(tiny_llama_dir, keep_checkpoints=True)  # 4 steps, a checkpoint every 2
     paths = workdir(tmp_path / "run", params)
-    reference = training.train(params, paths)
+    reference = run(params, paths)
     folder = paths.checkpoints
     assert [p.name for p in sorted(folder.glob("checkpoint-*"))] == ["checkpoint-2", "checkpoint-4"]
     files = sorted(p.name for p in (folder / "checkpoint-4").iterdir() if p.is_file())
@@ -297,7 +299,7 @@ def test_truncating_any_file_of_the_newest_checkpoint_falls_back_to_the_older_on
     # next run drops that checkpoint, resumes from the older one and ends where an uninterrupted run ends.
     state = folder / "checkpoint-4" / "trainer_state.json"
     state.write_text(state.read_text()[:40])
-    resumed = training.train(params, paths)
+    resumed = run(params, paths)
     out = capsys.readouterr().out
     assert f"discarding incomplete checkpoint {folder / 'checkpoint-4'}: trainer_state.json: unreadable" in out
     assert f"resuming from {folder / 'checkpoint-2'}" in out
@@ -310,8 +312,8 @@ def test_truncating_any_file_of_the_newest_checkpoint_falls_back_to_the_older_on
 
 def test_training_is_deterministic_and_writes_its_outputs(tmp_path: Path, tiny_llama_dir: Path) -> None:
     params = small_params(tiny_llama_dir)
-    first = training.train(params, workdir(tmp_path / "a", params))
-    second = training.train(params, workdir(tmp_path / "b", params))
+    first = run(params, workdir(tmp_path / "a", params))
+    second = run(params, workdir(tmp_path / "b", params))
     for key in ("train_loss", "val_loss", "val_perplexity", "best_step", "steps"):
         assert first[key] == pytest.approx(second[key], abs=1e-6)
     assert first["steps"] == 4 and first["n_train_examples"] == 24 and first["val_loss"] < 10.8  # it learned
@@ -341,7 +343,7 @@ def test_training_is_deterministic_and_writes_its_outputs(tmp_path: Path, tiny_l
 def test_packing_accumulation_schedule_and_checkpointing_options_train(tmp_path: Path, tiny_gpt2_dir: Path) -> None:
     params = small_params(tiny_gpt2_dir, packing=True, grad_accum=2, scheduler="cosine", warmup_ratio=0.5,
                           gradient_checkpointing=True, loss_on="all", template="dialogue", max_steps=2)
-    metrics = training.train(params, workdir(tmp_path, params))
+    metrics = run(params, workdir(tmp_path, params))
     assert metrics["n_train_rows"] < metrics["n_train_examples"] == 24  # several examples per packed row
     assert metrics["steps"] == 2 and metrics["val_loss"] < 10.9
 
@@ -349,9 +351,9 @@ def test_packing_accumulation_schedule_and_checkpointing_options_train(tmp_path:
 def test_lora_adapter_round_trip_and_merge(tmp_path: Path, tiny_gpt2_dir: Path) -> None:
     lora = LoraParams(enabled=True, r=4, alpha=8, dropout=0.0)
     params = small_params(tiny_gpt2_dir, max_steps=2, eval_steps=2, save_steps=2, lr=1e-2, lora=lora)
-    adapter = training.train(params, workdir(tmp_path / "adapter", params))
+    adapter = run(params, workdir(tmp_path / "adapter", params))
     merged_params = replace(params, train=replace(params.train, lora=replace(lora, merge=True)))
-    merged = training.train(merged_params, workdir(tmp_path / "merged", merged_params))
+    merged = run(merged_params, workdir(tmp_path / "merged", merged_params))
     assert adapter["val_loss"] == pytest.approx(merged["val_loss"], abs=1e-6)
     adapter_dir, merged_dir = tmp_path / "adapter/models/tuned", tmp_path / "merged/models/tuned"
     assert (adapter_dir / "adapter_config.json").exists() and not (adapter_dir / "model.safetensors").exists()
@@ -366,14 +368,16 @@ def test_lora_adapter_round_trip_and_merge(tmp_path: Path, tiny_gpt2_dir: Path) 
 
 
 def _stage(cwd: Path, *prefix: str) -> subprocess.Popen:
+    """The train stage as dvc.yaml runs it, in `cwd`; `prefix` replaces the interpreter (e.g. torchrun)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([*prefix, str(STAGE)] if prefix else [sys.executable, str(STAGE)], cwd=cwd, env=env,
+    python, *script_and_args = stage_command("train")
+    return subprocess.Popen([*(prefix or [python]), *script_and_args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path: Path, tiny_llama_dir: Path) -> None:
     params = small_params(tiny_llama_dir, max_steps=12, batch_size=2)
-    reference = training.train(params, workdir(tmp_path / "straight", params))
+    reference = run(params, workdir(tmp_path / "straight", params))
     root = tmp_path / "killed"
     workdir(root, params)
     proc = _stage(root)

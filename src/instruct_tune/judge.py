@@ -905,17 +905,20 @@ def write_outputs(judgments: list[dict[str, Any]], metrics: dict[str, Any], deta
     write_json(metrics_path, metrics)
 
 
+DEFAULT_CACHE = "data/judge_cache"  # the judge stage's cache, shared (tests/test_contracts.py keeps it dvc.yaml's)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Judge any two generation files against each other, e.g. the Full and the Small tuned models."""
-    from instruct_tune.params import load_params
+    from instruct_tune.params import PARAMS_FILE, load_params
 
     parser = argparse.ArgumentParser(prog="python -m instruct_tune.judge", description=main.__doc__)
     parser.add_argument("--a", required=True, type=Path, help="generations of the model whose point of view counts")
     parser.add_argument("--b", required=True, type=Path, help="generations of the model it is compared with")
     parser.add_argument("--names", default="a,b", help="two names for the models, comma-separated (e.g. full,small)")
     parser.add_argument("--out", required=True, type=Path, help="folder for judgments.jsonl, judge.json and plots/")
-    parser.add_argument("--params", default="params.yaml", type=Path, help="params file (its judge section is used)")
-    parser.add_argument("--cache", default=Path("data/judge_cache"), type=Path, help="judge cache folder")
+    parser.add_argument("--params", default=PARAMS_FILE, type=Path, help="params file (its judge section is used)")
+    parser.add_argument("--cache", default=Path(DEFAULT_CACHE), type=Path, help="judge cache folder")
     args = parser.parse_args(argv)
     parts = [n.strip() for n in args.names.split(",")]
     if len(parts) != 2 or not all(parts):

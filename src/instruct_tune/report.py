@@ -273,9 +273,7 @@ def section_rules() -> list[str]:
             "", table(["task family", "rule"], [[t, inert(r)] for t, r in sorted(RULES.items())])]
 
 
-def build_report(metrics_dir: Path = Path("metrics"), plots_dir: Path = Path("plots"),
-                 judgments_path: Path = Path("data/judgments.jsonl"), out_path: Path = Path("REPORT.md"),
-                 examples: int = 5) -> str:
+def build_report(metrics_dir: Path, plots_dir: Path, judgments_path: Path, out_path: Path, *, examples: int) -> str:
     """Assemble REPORT.md's text from the pipeline's outputs."""
     out_dir = out_path.parent
     m, b = load(metrics_dir), load(metrics_dir / "breakdown")

@@ -37,7 +37,7 @@ import torch
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_records, write_json
 from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
-from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, fingerprint
+from instruct_tune.params import LoraParams, ModelParams, TrainParams, fingerprint
 from instruct_tune.templates import format_prompt
 
 IGNORE_INDEX = -100  # label value the loss ignores
@@ -49,15 +49,15 @@ LORA_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["
 
 @dataclass
 class TrainPaths:
-    """Where the stage reads and writes, relative to the working directory."""
+    """Where the stage reads and writes (dvc.yaml's `cmd` names them: `--train PATH --val PATH ...`)."""
 
-    train: Path = Path("data/split/train.jsonl")
-    val: Path = Path("data/split/val.jsonl")
-    model_dir: Path = Path("models/tuned")
-    checkpoints: Path = Path("models/checkpoints")
-    metrics: Path = Path("metrics/train.json")
-    breakdown: Path = Path("metrics/breakdown/train.json")
-    plots: Path = Path("plots/train")
+    train: Path
+    val: Path
+    model_dir: Path
+    checkpoints: Path  # scratch resume state, git-ignored, not a DVC out
+    metrics: Path
+    breakdown: Path
+    plots: Path
 
 
 # The numbers metrics/train.json declares to DVC; the rest of a run's figures go to the breakdown file.
@@ -611,12 +611,11 @@ def write_loss_chart(history: list[dict[str, Any]], path: Path) -> None:
     line_png(path, series, title="Loss by step", xlabel="step", ylabel="loss", markers=True)
 
 
-def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | None:
+def train(model_params: ModelParams, train_params: TrainParams, paths: TrainPaths) -> dict[str, Any] | None:
     """Run the `train` stage; return the metrics (on the main process; None on the others)."""
     from transformers import Trainer, set_seed
 
-    paths = paths or TrainPaths()
-    tp, mp = params.train, params.model
+    tp, mp = train_params, model_params
     device = pick_device(mp.device)
     check_train_params(tp, mp, device)
     if tp.num_threads > 0:
@@ -644,7 +643,7 @@ def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | N
     args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)  # initialises torch.distributed under torchrun
     with args.main_process_first(desc="checkpoints"):
         if args.process_index == 0:
-            prepare_checkpoints(paths.checkpoints, checkpoint_fingerprint(params.model, tp, train_examples,
+            prepare_checkpoints(paths.checkpoints, checkpoint_fingerprint(model_params, tp, train_examples,
                                                                           val_examples))
     resume = last_checkpoint(paths.checkpoints)
     if resume and args.process_index == 0:
