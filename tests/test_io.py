@@ -133,21 +133,25 @@ def test_a_kill_never_leaves_new_and_old_files_together(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     start = time.monotonic()
     subprocess.run([sys.executable, "-c", _WRITER, str(folder), "v0"], env=env, check=True)
-    duration = time.monotonic() - start  # kills are drawn over one writer's lifetime
+    # Kills come at random moments around `delay`, which is steered toward the swap: later after a kill that found
+    # the old files, earlier after one that found the new, so both kinds happen however busy the machine is.
+    delay = (time.monotonic() - start) / 2
     rng = random.Random(0)
     versions, kills, deadline = set(), 0, time.monotonic() + 30
     for i in range(1, 41):
         if time.monotonic() > deadline:
             break
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(folder), f"v{i}"], env=env)
-        time.sleep(rng.uniform(0.0, duration))
+        time.sleep(rng.uniform(0.5, 1.5) * delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += proc.returncode == -signal.SIGKILL
         if folder.exists():  # missing only if killed between the two renames of the fallback (not on Linux)
             heads = {p.name: p.read_text()[:4].strip() for p in folder.iterdir()}
             assert sorted(heads) == ["test.jsonl", "train.jsonl", "val.jsonl"] and len(set(heads.values())) == 1, heads
-            versions.add(next(iter(heads.values())))
+            version = next(iter(heads.values()))
+            versions.add(version)
+            delay *= 0.7 if version == f"v{i}" else 1.4
     print(f"file set: {kills} kills, versions seen {len(versions)}, never a mix")
     assert kills >= 10 and len(versions) >= 2  # some kills landed before the swap, some after
 
