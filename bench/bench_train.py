@@ -90,10 +90,10 @@ def _step_timer(warmup: int):
             self.seconds, self.tokens, self.steps = 0.0, 0, 0
             self._start, self._tokens_at_warmup = 0.0, 0
 
-        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_begin(self, args, state, control, **kwargs):
             self._start = time.perf_counter()
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kwargs):
             if state.global_step <= warmup:
                 self._tokens_at_warmup = state.num_input_tokens_seen
                 return

@@ -78,7 +78,7 @@ def test_output_placeholders_become_empty_but_real_short_answers_stay():
 
 def test_record_id_is_a_stable_hash_of_cleaned_content():
     r = rec("Say hi.", "", "Hi!")
-    assert r["id"] == hashlib.sha1("Say hi.\x1f\x1fHi!".encode()).hexdigest()[:16]
+    assert r["id"] == hashlib.sha1(b"Say hi.\x1f\x1fHi!").hexdigest()[:16]
     assert rec("  Say   hi. ", "<noinput>", "Hi!\n")["id"] == r["id"]  # cleaning first, so equal content, equal id
     assert rec("Say hi.", "", "Hi.")["id"] != r["id"]
     assert record_id({"instruction": "a", "input": "b", "output": ""}) != record_id({"instruction": "a", "input": "", "output": "b"})

@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -197,7 +196,8 @@ def test_fingerprint_mismatch_starts_fresh(llama, tmp_path):
 def test_fingerprint_follows_prompt_text_stop_strings_records_and_model_params(llama, monkeypatch):
     _, tok = llama
 
-    def fp(model=ModelParams(), records=RECORDS):
+    def fp(model=None, records=RECORDS):
+        model = model or ModelParams()
         prompts = build_prompts(records, tok, "alpaca")
         return work_fingerprint({"model": "m"}, model, SAMPLED, "alpaca", prompts, records, "cpu", "torch.float32")
 

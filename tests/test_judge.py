@@ -1092,8 +1092,8 @@ def test_request_key_covers_what_decides_a_judgment() -> None:
 def test_an_edited_judge_prompt_or_a_new_param_value_changes_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     pair = J.Pair("q1", "What is 7 times 8?", "", "56", ("It is 56.", "It is 54."), answer="56")
 
-    def keys(params: JudgeParams = JudgeParams(), scoring: str = "choices") -> set[str]:
-        return {r.key for reqs in J.plan([pair], params, scoring, "fake") for r in reqs}
+    def keys(params: JudgeParams | None = None, scoring: str = "choices") -> set[str]:
+        return {r.key for reqs in J.plan([pair], params or JudgeParams(), scoring, "fake") for r in reqs}
 
     base = keys()
     assert keys(JudgeParams(concurrency=1, max_pairs=None, timeout_s=5.0)) == base  # operational: same verdicts

@@ -67,7 +67,8 @@ def test_switches_and_min_output(tmp_path):
 
 def test_count_and_seed_sample_after_cleaning(tmp_path):
     path = jsonl(tmp_path / "a.jsonl", [alpaca(i) for i in range(50)])
-    pick = lambda seed: [r["output"] for r in load_source(SourceParams(uri=path, count=10, seed=seed))]  # noqa: E731
+    def pick(seed):
+        return [r["output"] for r in load_source(SourceParams(uri=path, count=10, seed=seed))]
     assert pick(1) == pick(1) != pick(2)
     assert len(pick(1)) == 10
     order = [int(o.split()[1]) for o in pick(1)]

@@ -201,7 +201,7 @@ class _Routes(http.server.BaseHTTPRequestHandler):
     routes: dict[str, str] = {}  # path -> target URL for redirects, set per server
     slow_sent: list[int] = [0]  # bytes of /slow.jsonl sent before the client hung up (the last request's)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         path = self.path.split("?")[0]
         try:
             if path in self.routes:

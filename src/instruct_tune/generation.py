@@ -210,7 +210,7 @@ class StopCriteria:
     decoded (a stop string of L characters spans at most L tokens), so the check stays cheap.
     """
 
-    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], eos_ids: list[int], batch: int):
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], eos_ids: list[int], batch: int) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.stops = stops

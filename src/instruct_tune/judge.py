@@ -693,7 +693,8 @@ def combine_pairwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[str
     outcome = outcomes.pop() if len(outcomes) == 1 else "tie"  # a verdict that flips with the order is a tie
     own = [v["verdict"]["response_a" if o == 0 else "response_b"] for o, v in enumerate(verdicts)]
     other = [v["verdict"]["response_b" if o == 0 else "response_a"] for o, v in enumerate(verdicts)]
-    mean = lambda blocks: {k: round(sum(b[k] for b in blocks) / len(blocks), 4) for k in (*CRITERIA, "total")}  # noqa: E731
+    def mean(blocks: list[dict[str, Any]]) -> dict[str, float]:
+        return {k: round(sum(b[k] for b in blocks) / len(blocks), 4) for k in (*CRITERIA, "total")}
     return {
         **line, "outcome": outcome, "winner": {"win": names[0], "loss": names[1], "tie": "tie"}[outcome],
         "consistent": len({v["outcome"] for v in verdicts}) == 1 if len(verdicts) == 2 else None,

@@ -16,7 +16,6 @@ import copy
 import json
 import os
 import threading
-from pathlib import Path
 from typing import Any, Protocol
 
 from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
@@ -296,7 +295,8 @@ class OpenAIBackend:
             base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
         )
         self.formats: list[dict[str, Any] | None] = [
-            {"type": "json_schema", "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
+            {"type": "json_schema",
+             "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
             {"type": "json_object", "schema": copy.deepcopy(schema)},
             {"type": "json_object"},
             None,

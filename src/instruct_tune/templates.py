@@ -42,7 +42,8 @@ def _user_message(instruction: str, input_text: str) -> str:
     return f"{instruction}\n\n{input_text}" if input_text else instruction
 
 
-def format_chatml(instruction: str, input_text: str = "", tokenizer: Any = None, chat_template: str | None = None) -> str:
+def format_chatml(instruction: str, input_text: str = "", tokenizer: Any = None,
+                  chat_template: str | None = None) -> str:
     """The tokenizer's chat template with a generation prompt, or plain ChatML if it has none."""
     messages = [{"role": "user", "content": _user_message(instruction, input_text)}]
     template = chat_template or getattr(tokenizer, "chat_template", None)

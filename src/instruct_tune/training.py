@@ -9,7 +9,8 @@ The pieces, one idea each:
   position, not by token id); packing puts several examples in a row with restarting position ids, which
   transformers turns into a block-diagonal attention mask, so packed examples never see each other.
 - `train`: the Trainer run (full or LoRA), resumable from `models/checkpoints` (guarded by a fingerprint of
-  the params and the token ids trained on), logged with DVCLive, evaluated on the whole validation set, best checkpoint kept.
+  the params and the token ids trained on), logged with DVCLive, evaluated on the whole validation set, best
+  checkpoint kept.
 
 Why transformers' Trainer and not TRL's SFTTrainer: the label rules above (offsets, kept eos, trim-left,
 drop-and-count) are this project's own, and SFTTrainer would re-tokenise and re-mask by its own rules; the
@@ -30,7 +31,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -39,6 +40,9 @@ from instruct_tune.io import read_records, write_json
 from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
 from instruct_tune.params import LoraParams, ModelParams, TrainParams, fingerprint
 from instruct_tune.templates import format_prompt
+
+if TYPE_CHECKING:  # for the callbacks' annotations only
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 IGNORE_INDEX = -100  # label value the loss ignores
 FINGERPRINT = "fingerprint.json"
@@ -374,13 +378,16 @@ class _Throughput(_callback_base()):
         self._start = 0.0
         self._tokens_before: int | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         self._tokens_before = state.num_input_tokens_seen
 
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                      **kwargs: Any) -> None:
         self._start = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
         self.seconds += time.perf_counter() - self._start
         self.tokens = state.num_input_tokens_seen - (self._tokens_before or 0)
 
@@ -388,7 +395,8 @@ class _Throughput(_callback_base()):
 class _EvalAtEnd(_callback_base()):
     """Evaluate and save after the last step too, so the final weights compete for 'best'."""
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> TrainerControl:
         if state.global_step >= state.max_steps:
             control.should_log = True
             control.should_evaluate = True
@@ -421,11 +429,13 @@ class _LiveLogger(_callback_base()):
         if logged:
             self.live.make_summary()
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         for entry in state.log_history:  # restored from a checkpoint when resuming
             self._log(entry, entry["step"])
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if logs:
             self._log(logs, state.global_step)
 
@@ -640,7 +650,8 @@ def train(model_params: ModelParams, train_params: TrainParams, paths: TrainPath
     autocast_dtype = compute_dtype if compute_dtype in (torch.bfloat16, torch.float16) else None
     if autocast_dtype is not None and not tp.lora.enabled:
         mp = replace(mp, dtype="float32")
-    args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)  # initialises torch.distributed under torchrun
+    # (creating the arguments initialises torch.distributed under torchrun)
+    args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)
     with args.main_process_first(desc="checkpoints"):
         if args.process_index == 0:
             prepare_checkpoints(paths.checkpoints, checkpoint_fingerprint(model_params, tp, train_examples,
