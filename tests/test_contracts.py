@@ -6,7 +6,8 @@ For every stage in dvc.yaml (a new stage is checked as soon as it is declared):
 - its `params` are exactly the params.yaml sections and keys its script reads from `load_params()`;
 - its `cmd` is `python stages/<stage>.py --name PATH ...`, and those paths and its deps and outs name the same
   files: each path argument is a dep or an out (or inside or around one), except git-ignored scratch state
-  (checkpoints, caches) that is deliberately neither, and each dep and out is passed to the script.
+  (checkpoints, caches) that is deliberately neither, and each dep and out is passed to the script (or, for a
+  local data source, named by the params it reads).
 Failures name the stage and the entry that is missing or extra (for a missing module, the import chain).
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 import pytest
 
 from dvc_stages import REPO, stage_command, stage_paths, stages
-from instruct_tune.params import Params
+from instruct_tune.params import Params, load_params, params_from_dict, to_dict
 
 PACKAGE = "instruct_tune"
 SRC = REPO / "src"
@@ -186,21 +187,48 @@ def _git_ignored(path: str) -> bool:
     return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_cmd_paths_and_deps_and_outs_name_the_same_files(stage: str) -> None:
-    spec = stages()[stage]
-    script = stage_command(stage)[1]
-    assert Path(script) == REPO / "stages" / f"{stage}.py", f"stage {stage!r}: cmd must run stages/{stage}.py"
-    args = stage_paths(stage)
-    files = [d for d in _entries(spec.get("deps")) if not d.startswith(("src/", "stages/"))]
-    files += _entries(spec.get("outs")) + _entries(spec.get("metrics")) + _entries(spec.get("plots"))
+def _strings(tree: Any) -> set[str]:
+    if isinstance(tree, dict):
+        return set().union(*map(_strings, tree.values()))
+    if isinstance(tree, list):
+        return set().union(*map(_strings, tree))
+    return {tree} if isinstance(tree, str) else set()
+
+
+def path_problems(stage: str, spec: dict[str, Any], args: dict[str, str], params: Params) -> list[str]:
+    """How the cmd's `--name PATH` arguments and the stage's deps and outs fail to name the same files. A dep may
+    also be named by the params the stage reads (a local source's `uri` under `data.sources`)."""
+    named_by_params = set().union(*(_strings(to_dict(getattr(params, entry.split(".")[0])))
+                                    for entry in spec.get("params") or []))
+    deps = [d for d in _entries(spec.get("deps")) if not d.startswith(("src/", "stages/"))]
+    outs = _entries(spec.get("outs")) + _entries(spec.get("metrics")) + _entries(spec.get("plots"))
     problems = [f"stage {stage!r}: {f} is a dep or an out but no --option in its cmd names it"
-                for f in files if not any(_related(f, a) for a in args.values())]
+                for f in deps + outs if not any(_related(f, a) for a in args.values())
+                and not (f in deps and any(_related(f, p) for p in named_by_params))]
     for option, path in args.items():
-        if not any(_related(path, f) for f in files) and not _git_ignored(path):
+        if not any(_related(path, f) for f in deps + outs) and not _git_ignored(path):
             problems.append(f"stage {stage!r}: --{option.replace('_', '-')} {path} is neither a dep nor an out, nor "
                             f"git-ignored scratch state")
+    return problems
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_cmd_paths_and_deps_and_outs_name_the_same_files(stage: str) -> None:
+    script = stage_command(stage)[1]
+    assert Path(script) == REPO / "stages" / f"{stage}.py", f"stage {stage!r}: cmd must run stages/{stage}.py"
+    problems = path_problems(stage, stages()[stage], stage_paths(stage), load_params(REPO / "params.yaml"))
     assert not problems, "\n".join(problems)
+
+
+def test_a_local_source_named_in_params_may_be_a_dep_of_prepare() -> None:
+    """README ("Your data"): a local source file is added to the prepare stage's deps, so DVC reruns it when the file
+    changes; the script reads it through `data.sources`, not its cmd."""
+    params = params_from_dict({"data": {"sources": [{"uri": "data/raw/in.jsonl"}]}})
+    spec = {**stages()["prepare"], "deps": [*stages()["prepare"]["deps"], "data/raw"]}
+    assert path_problems("prepare", spec, stage_paths("prepare"), params) == []
+    spec = {**spec, "deps": [*spec["deps"], "data/other.jsonl"]}
+    assert path_problems("prepare", spec, stage_paths("prepare"), params) == [
+        "stage 'prepare': data/other.jsonl is a dep or an out but no --option in its cmd names it"]
 
 
 def test_cli_defaults_are_the_pipeline_paths() -> None:
