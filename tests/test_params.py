@@ -12,7 +12,8 @@ import pytest
 
 from instruct_tune.errors import UserError
 from instruct_tune.params import (
-    Optimizer, Params, Scheduler, TrainParams, fingerprint, load_params, params_from_dict, read_yaml, to_dict,
+    DataFormat, JudgeBackend, Optimizer, Params, Scheduler, Template, TrainParams, fingerprint, load_params,
+    params_from_dict, read_yaml, to_dict,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +119,20 @@ def test_transformers_scheduler_and_optimizer_names_are_the_allowed_ones() -> No
 
     assert set(get_args(Scheduler)) == {s.value for s in SchedulerType}
     assert set(get_args(Optimizer)) == {o.value for o in OptimizerNames}
+
+
+def test_every_allowed_name_has_its_implementation() -> None:
+    from instruct_tune.formats import normaliser
+    from instruct_tune.judge_backends import BACKENDS
+    from instruct_tune.templates import format_prompt
+
+    record = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
+    for template in get_args(Template):
+        assert format_prompt(record, template).strip()
+    for fmt in get_args(DataFormat):
+        if fmt != "auto":  # resolved to one of the others from the first row
+            assert callable(normaliser(fmt))
+    assert set(BACKENDS) == set(get_args(JudgeBackend))
 
 
 def test_fingerprint_leaves_out_only_operational_fields() -> None:

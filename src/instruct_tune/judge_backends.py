@@ -348,8 +348,10 @@ class OpenAIBackend:
         self.client.close()
 
 
+# `judge.backend` -> its class; params.py's JudgeBackend lists the same names (tests/test_params.py checks it).
+BACKENDS: dict[str, type] = {"local": LocalBackend, "openai": OpenAIBackend}
+
+
 def make_backend(params: JudgeParams, schema: dict[str, Any]) -> Backend:
     """The backend named by `judge.backend`."""
-    if params.backend == "local":
-        return LocalBackend(params, schema)
-    return OpenAIBackend(params, schema)
+    return BACKENDS[params.backend](params, schema)
