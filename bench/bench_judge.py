@@ -76,8 +76,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_judge_"))
     print(f"judge benchmark: {args.pairs} test records (tuned vs base), {args.threads} threads, empty caches")
 
-    main_run = run("1.5B pointwise, token-probability scores", args.gens,
-                   replace(base, mode="pointwise", scoring="choices"),
+    main_run = run("1.5B pointwise, token-probability scores", args.gens, replace(base, mode="pointwise", scoring="choices"),
                    tmp / "c1")
     if "generate" not in skip:
         run("1.5B pointwise, generated reason + scores", args.gens,
