@@ -37,11 +37,12 @@ from typing import Any
 
 import pytest
 
+from dvc_stages import stage_command
 from instruct_tune import judge as J
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_json, read_jsonl, write_jsonl
 from instruct_tune.judge_backends import JudgmentFailed
-from instruct_tune.params import JudgeParams
+from instruct_tune.params import JudgeParams, params_from_dict
 from instruct_tune.stats import bootstrap_ci, kappa_ci, paired_difference
 from instruct_tune.verify import strict_match
 
@@ -1092,6 +1093,25 @@ def test_request_key_covers_what_decides_a_judgment() -> None:
     assert len(keys) == 2
 
 
+def test_an_edited_judge_prompt_or_a_new_param_value_changes_the_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    pair = J.Pair("q1", "What is 7 times 8?", "", "56", ("It is 56.", "It is 54."), answer="56")
+
+    def keys(params: JudgeParams | None = None, scoring: str = "choices") -> set[str]:
+        return {r.key for reqs in J.plan([pair], params or JudgeParams(), scoring, "fake") for r in reqs}
+
+    base = keys()
+    assert keys(JudgeParams(concurrency=1, max_pairs=None, timeout_s=5.0)) == base  # operational: same verdicts
+    monkeypatch.setattr(J, "CHOICES_SYSTEM", J.CHOICES_SYSTEM + "\nBe strict.")
+    assert keys().isdisjoint(base)
+    monkeypatch.undo()
+    monkeypatch.setattr(J, "COMPARE_SYSTEM", J.COMPARE_SYSTEM + " Be strict.")
+    assert keys().isdisjoint(base)
+    monkeypatch.undo()
+    written = keys(scoring="generate")
+    monkeypatch.setattr(J, "POINTWISE_SYSTEM", J.POINTWISE_SYSTEM.replace("strict", "fair"))
+    assert keys(scoring="generate").isdisjoint(written)
+
+
 def test_identical_responses_are_judged_once(tmp_path: Path) -> None:
     same = [(*RECORDS[0][:7], RECORDS[0][6])]
     fake = FakeChooser()
@@ -1508,18 +1528,18 @@ def test_a_retry_that_succeeds_is_no_error(tmp_path: Path) -> None:
 
 
 def test_invalid_settings_are_user_errors(tmp_path: Path) -> None:
+    # allowed names are checked where params.yaml is read, before any stage starts
     with pytest.raises(UserError, match=r"^params\.yaml: judge\.mode: 'both' is not one of pointwise, pairwise$"):
-        run(tmp_path, FakeChooser(), JudgeParams(mode="both"))
+        params_from_dict({"judge": {"mode": "both"}})
     with pytest.raises(UserError,
                        match=r"^params\.yaml: judge\.scoring: 'probs' is not one of auto, choices, generate$"):
-        run(tmp_path, FakeChooser(), JudgeParams(scoring="probs"))
+        params_from_dict({"judge": {"scoring": "probs"}})
     with pytest.raises(UserError, match=r"^params\.yaml: judge\.scoring: choices needs judge\.backend: local"):
         run(tmp_path, FakeJudge(), JudgeParams(scoring="choices"))
     with pytest.raises(UserError, match=r"^judge: the two models need different names, got \('m', 'm'\)$"):
         run(tmp_path, FakeChooser(), names=("m", "m"))
-    with pytest.raises(UserError,
-                       match=r"^params\.yaml: judge\.backend: unknown backend 'remote' \(local or openai\)$"):
-        J.make_backend(JudgeParams(backend="remote"), J.pointwise_schema(True))
+    with pytest.raises(UserError, match=r"^params\.yaml: judge\.backend: 'remote' is not one of local, openai$"):
+        params_from_dict({"judge": {"backend": "remote"}})
 
 
 # ---------------------------------------------------------------- pairwise mode
@@ -1628,16 +1648,16 @@ def test_generation_file_errors_name_the_file_line_and_field(tmp_path: Path) -> 
     with pytest.raises(UserError, match=r"base\.jsonl: record 'q4': field 'instruction' differs from .*tuned\.jsonl"):
         J.make_pairs(tuned, base)
     write_jsonl(base, [*rows[:-1], {k: v for k, v in rows[-1].items() if k != "response"}])
-    with pytest.raises(UserError, match=r"base\.jsonl: line 4: field 'response': expected a string \(missing\)$"):
+    with pytest.raises(UserError, match=r"base\.jsonl: line 4: field 'response': expected a string, got missing$"):
         J.make_pairs(tuned, base)
     write_jsonl(base, [*rows[:-1], {**rows[-1], "response": 5}])
-    with pytest.raises(UserError, match=r"base\.jsonl: line 4: field 'response': expected a string \(got int\)$"):
+    with pytest.raises(UserError, match=r"base\.jsonl: line 4: field 'response': expected a string, got 5$"):
         J.make_pairs(tuned, base)
     write_jsonl(base, [*rows[:-1], {**rows[-1], "answer": 42}])
-    with pytest.raises(UserError, match=r"base\.jsonl: line 4: field 'answer': expected a string or null$"):
+    with pytest.raises(UserError, match=r"base\.jsonl: line 4: field 'answer': expected a string or null, got 42$"):
         J.make_pairs(tuned, base)
     write_jsonl(base, [*rows, rows[0]])
-    with pytest.raises(UserError, match=r"base\.jsonl: line 5: field 'id': id 'q1' appears twice$"):
+    with pytest.raises(UserError, match=r"base\.jsonl: line 5: field 'id': duplicate id 'q1' \(also line 1\)$"):
         J.make_pairs(tuned, base)
     write_jsonl(base, [])
     with pytest.raises(UserError, match=r"base\.jsonl: no generations$"):
@@ -1663,7 +1683,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     made: list[FakeChooser] = []
     monkeypatch.setattr(J, "make_backend", lambda params, schema: made.append(FakeChooser()) or made[-1])
     stage = load_stage()
-    stage.main()
+    stage.main(stage_command("judge")[2:])  # the paths dvc.yaml gives it
     out = capsys.readouterr().out
     assert "judge (pointwise): 4 pairs, win rate 1.0" in out and "judge_calls=16 cache_hits=0" in out  # 2 per response
     outputs = ["data/judgments.jsonl", "metrics/judge.json", "metrics/breakdown/judge.json",
@@ -1682,7 +1702,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     assert breakdown["validity"]["n"] == 8 and breakdown["validity"]["agreement"] == 1.0
     assert len(read_jsonl(tmp_path / "data/judgments.jsonl")) == 4
     assert (tmp_path / "plots/judge/totals.csv").read_text().startswith("total,tuned,base\n")
-    stage.main()
+    stage.main(stage_command("judge")[2:])
     assert "judge_calls=0 cache_hits=8" in capsys.readouterr().out
     assert made[1].calls == []
     assert {p: (tmp_path / p).read_bytes() for p in outputs} == first  # byte-identical, PNGs included

@@ -16,12 +16,11 @@ import copy
 import json
 import os
 import threading
-from pathlib import Path
 from typing import Any, Protocol
 
 from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
 from instruct_tune.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
-from instruct_tune.errors import UserError
+from instruct_tune.errors import UserError, clip
 from instruct_tune.params import JudgeParams
 
 
@@ -296,7 +295,8 @@ class OpenAIBackend:
             base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
         )
         self.formats: list[dict[str, Any] | None] = [
-            {"type": "json_schema", "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
+            {"type": "json_schema",
+             "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
             {"type": "json_object", "schema": copy.deepcopy(schema)},
             {"type": "json_object"},
             None,
@@ -321,15 +321,15 @@ class OpenAIBackend:
                 # A 400/422 most likely means the response format; llama-cpp-python's server answers a
                 # format it does not know with a 500 that names `response_format`.
                 if exc.status_code in (400, 422) or "response_format" in str(exc):
-                    last = f"{exc.status_code}: {self._redact(_short(exc))}"
+                    last = f"{exc.status_code}: {self._redact(clip(str(exc)))}"
                     continue  # try a weaker format
                 if exc.status_code in (401, 403, 404):
                     raise BackendUnavailable(
                         f"judge server {self._url} refused the request "
-                        f"({exc.status_code}: {self._redact(_short(exc))}); "
+                        f"({exc.status_code}: {self._redact(clip(str(exc)))}); "
                         f"check judge.model and the key in the environment variable {self.params.api_key_env}"
                     ) from None
-                raise JudgmentFailed(f"judge server error {exc.status_code}: {self._redact(_short(exc))}",
+                raise JudgmentFailed(f"judge server error {exc.status_code}: {self._redact(clip(str(exc)))}",
                                      cacheable=False) from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 raise BackendUnavailable(
@@ -348,15 +348,10 @@ class OpenAIBackend:
         self.client.close()
 
 
-def _short(exc: Exception, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# `judge.backend` -> its class; params.py's JudgeBackend lists the same names (tests/test_params.py checks it).
+BACKENDS: dict[str, type] = {"local": LocalBackend, "openai": OpenAIBackend}
 
 
 def make_backend(params: JudgeParams, schema: dict[str, Any]) -> Backend:
     """The backend named by `judge.backend`."""
-    if params.backend == "local":
-        return LocalBackend(params, schema)
-    if params.backend == "openai":
-        return OpenAIBackend(params, schema)
-    raise UserError(f"params.yaml: judge.backend: unknown backend {params.backend!r} (local or openai)")
+    return BACKENDS[params.backend](params, schema)

@@ -14,9 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from instruct_tune import errors
 from instruct_tune.io import read_json, read_jsonl
-from instruct_tune.judge import CRITERIA, MAX_TOTAL
 from instruct_tune.markdown import code_span, inert
+from instruct_tune.rubric import CRITERIA, MAX_TOTAL
 from instruct_tune.verify import RULES
 
 STAGES = ("prepare", "eda", "split", "train", "generate", "judge")
@@ -69,8 +70,7 @@ def image(path: Path, report_dir: Path, alt: str) -> str:
 
 def clip(text: str | None, limit: int = 300) -> str:
     """Untrusted text as one inert line of at most `limit` characters."""
-    text = " ".join((text or "").split())
-    return inert(text if len(text) <= limit else text[: limit - 1] + "…")
+    return inert(errors.clip(text or "", limit))
 
 
 def load(folder: Path) -> dict[str, dict[str, Any]]:
@@ -274,9 +274,7 @@ def section_rules() -> list[str]:
             "", table(["task family", "rule"], [[t, inert(r)] for t, r in sorted(RULES.items())])]
 
 
-def build_report(metrics_dir: Path = Path("metrics"), plots_dir: Path = Path("plots"),
-                 judgments_path: Path = Path("data/judgments.jsonl"), out_path: Path = Path("REPORT.md"),
-                 examples: int = 5) -> str:
+def build_report(metrics_dir: Path, plots_dir: Path, judgments_path: Path, out_path: Path, *, examples: int) -> str:
     """Assemble REPORT.md's text from the pipeline's outputs."""
     out_dir = out_path.parent
     m, b = load(metrics_dir), load(metrics_dir / "breakdown")

@@ -24,7 +24,8 @@ def bootstrap_ci(values: Sequence[float], samples: int, seed: int) -> tuple[floa
     return float(low), float(high)
 
 
-def paired_difference(first: Sequence[float], second: Sequence[float], samples: int, seed: int) -> dict[str, float | None]:
+def paired_difference(first: Sequence[float], second: Sequence[float], samples: int,
+                      seed: int) -> dict[str, float | None]:
     """mean(first - second) over paired records, with a seeded paired-bootstrap 95% interval."""
     if len(first) != len(second):
         raise ValueError(f"paired samples differ in length: {len(first)} and {len(second)}")
