@@ -64,7 +64,7 @@ def phase_eda(records_path: Path, lda_max_docs: int | None) -> dict:
     from instruct_tune.split import read_records
 
     import gensim  # noqa: F401  (imported before the baseline, as the stage does)
-    import textstat  # noqa: F401
+    import textstat  # noqa: F401 (likewise)
 
     params = EdaParams() if lda_max_docs is None else EdaParams(lda_max_docs=lda_max_docs)
     records = read_records(records_path)
@@ -121,7 +121,8 @@ def main() -> None:
     print(f"    flesch          {e['flesch_s']:>10.2f} s   ({e['flesch_s'] / e['wall_s']:.0%})")
     print(f"    stats + LDA     {e['describe_lda_s']:>10.2f} s   ({e['describe_lda_s'] / e['wall_s']:.0%})")
     print(f"    plots           {e['plots_s']:>10.2f} s   ({e['plots_s'] / e['wall_s']:.0%})")
-    print(f"  peak RSS          {e['peak_mib']:>10.1f} MiB (baseline after imports and reading {e['baseline_mib']:.1f} MiB)")
+    print(f"  peak RSS          {e['peak_mib']:>10.1f} MiB "
+          f"(baseline after imports and reading {e['baseline_mib']:.1f} MiB)")
     print(f"prepare + eda wall  {p['wall_s'] + e['wall_s']:>10.2f} s")
 
 

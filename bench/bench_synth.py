@@ -30,7 +30,8 @@ from collections import Counter
 from pathlib import Path
 
 from instruct_tune import synthesize as S
-from instruct_tune.io import write_jsonl
+from instruct_tune.errors import clip
+from instruct_tune.io import read_records, write_jsonl
 from instruct_tune.judge import RunStats
 from instruct_tune.judge_backends import make_backend
 from instruct_tune.params import SynthLLMParams, SynthParams
@@ -53,7 +54,7 @@ def alpaca_passages(n: int, seed: int) -> list[dict[str, str]]:
 
 def check_auditor(auditor: SynthLLMParams, language: str) -> None:
     """The rules and the auditor on the labelled examples: keep/drop agreement and reason agreement."""
-    rows = [json.loads(line) for line in CHECK.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_records(CHECK, required=("passage", "task", "instruction", "input", "output", "expected"))
     backend = make_backend(auditor, S.audit_schema(), "synth.auditor")
     stats, agree_keep, agree_reason, start = RunStats(), 0, 0, time.perf_counter()
     print(f"\nrules + auditor on {len(rows)} hand-labelled examples ({CHECK.name}):")
@@ -84,8 +85,8 @@ def show(title: str, rows: list[dict]) -> None:
     for row in rows:
         shown = f"  [{row['task']}] {row['instruction']}"
         if row["input"]:
-            shown += f"\n      input: {row['input'][:300]}"
-        shown += f"\n      output: {row['output'][:300]}"
+            shown += f"\n      input: {clip(row['input'])}"
+        shown += f"\n      output: {clip(row['output'])}"
         if row["verdict"] != "keep":
             shown += f"\n      -> {row['verdict']} ({row['by']}): {row['note']}"
         print(shown)

@@ -90,10 +90,10 @@ def _step_timer(warmup: int):
             self.seconds, self.tokens, self.steps = 0.0, 0, 0
             self._start, self._tokens_at_warmup = 0.0, 0
 
-        def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_begin(self, args, state, control, **kwargs):
             self._start = time.perf_counter()
 
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        def on_step_end(self, args, state, control, **kwargs):
             if state.global_step <= warmup:
                 self._tokens_at_warmup = state.num_input_tokens_seen
                 return
@@ -118,8 +118,9 @@ def run_ours(model_name: str, records: list[dict], batch: int, steps: int, warmu
     timer = _step_timer(warmup)
     training._Throughput = lambda: timer  # measure our path with the same callback as TRL's
     paths = training.TrainPaths(train=work / "train.jsonl", val=work / "val.jsonl", model_dir=work / "tuned",
-                                checkpoints=work / "checkpoints", metrics=work / "train.json", plots=work / "plots")
-    training.train(params, paths)
+                                checkpoints=work / "checkpoints", metrics=work / "train.json",
+                                breakdown=work / "train_breakdown.json", plots=work / "plots")
+    training.train(params.model, params.train, paths)
     return {"tokens": timer.tokens, "seconds": timer.seconds, "steps": timer.steps}
 
 

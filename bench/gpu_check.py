@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def run_config(name: str, overrides: dict, model_name: str, steps: int, split_di
         with open(work / "params.yaml", "w") as fh:
             yaml.dump(params, fh)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(REPO / "stages" / "train.py")], cwd=work,
+        _, script, *args = shlex.split(yaml.load(REPO / "dvc.yaml")["stages"]["train"]["cmd"])  # as DVC runs it
+        proc = subprocess.run([sys.executable, str(REPO / script), *args], cwd=work,
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
                                   filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))})
         wall = time.perf_counter() - start
@@ -78,7 +80,8 @@ def run_config(name: str, overrides: dict, model_name: str, steps: int, split_di
         metrics_path = work / "metrics" / "train.json"
         if proc.returncode == 0 and metrics_path.exists():
             m = json.loads(metrics_path.read_text())
-            row.update({k: m.get(k) for k in ("train_tokens_per_s", "peak_memory_mb", "train_loss", "val_loss", "steps")})
+            keys = ("train_tokens_per_s", "peak_memory_mb", "train_loss", "val_loss", "steps")
+            row.update({k: m.get(k) for k in keys})
             tuned = work / "models" / "tuned"
             row["saved"] = sorted(p.name for p in tuned.iterdir()) if tuned.exists() else []
         else:
@@ -89,7 +92,8 @@ def run_config(name: str, overrides: dict, model_name: str, steps: int, split_di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bundled:smollm2-135m-instruct")
-    parser.add_argument("--random-from", type=Path, help="config + tokenizer folder: random weights of that architecture")
+    parser.add_argument("--random-from", type=Path,
+                        help="config + tokenizer folder: random weights of that architecture")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--split", type=Path, default=REPO / "data" / "split")

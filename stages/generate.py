@@ -1,61 +1,54 @@
 """Stage `generate`: responses of the base and the tuned model to the test split, and their statistics.
 
-Reads data/split/test.jsonl, models/tuned/ (a full model or a LoRA adapter), params `model`, `train.template`,
-`generate`; writes data/generations/{base,tuned}.jsonl, metrics/generate.json (strict and lenient accuracy,
-the paired tuned - base difference with its interval and McNemar p) and metrics/breakdown/generate.json
-(per task family, finish reasons, lengths). Resumable: finished rows sit in data/generate_work/ (scratch,
-git-ignored, keyed by a fingerprint of everything that decides them) until both models are done.
+Reads --test and --tuned (a full model or a LoRA adapter), params `model`, `train.template`, `generate`; writes
+{base,tuned}.jsonl in --out, --metrics (strict and lenient accuracy, the paired tuned - base difference with its
+interval and McNemar p) and --breakdown (per task family, finish reasons, lengths). Resumable: finished rows sit
+in --work (scratch, git-ignored, not a DVC out; keyed by a fingerprint of everything that decides them) until both
+models are done.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from instruct_tune.cli import run_stage
+from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.generation import (
-    build_prompts, check_template, clear_work, compare_models, generate_responses, load_base, load_test_records,
-    load_tuned, open_partial, work_fingerprint,
+    build_prompts, clear_work, compare_models, generate_responses, load_base, load_test_records, load_tuned,
+    open_partial, work_fingerprint,
 )
 from instruct_tune.io import jsonl_line, write_file_set, write_json
 from instruct_tune.modeling import pick_device
 from instruct_tune.params import load_params
 
-TEST = Path("data/split/test.jsonl")
-TUNED = Path("models/tuned")
-OUT = Path("data/generations")
-WORK = Path("data/generate_work")
-METRICS = Path("metrics/generate.json")
-BREAKDOWN = Path("metrics/breakdown/generate.json")
 
-
-def main() -> None:
-    params = load_params("params.yaml")
-    template = check_template(params.train.template)
-    records = load_test_records(TEST)
+def main(argv: list[str] | None = None) -> None:
+    paths = stage_paths(argv, __doc__, "test", "tuned", "out", "work", "metrics", "breakdown")
+    params = load_params()
+    template = params.train.template
+    records = load_test_records(paths.test)
     device = pick_device(params.model.device)
     rows, timings, outputs = {}, {}, {}
     for name in ("base", "tuned"):
         model, tokenizer, identity = (
-            load_base(params.model, device) if name == "base" else load_tuned(params.model, TUNED, device)
+            load_base(params.model, device) if name == "base" else load_tuned(params.model, paths.tuned, device)
         )
         prompts = build_prompts(records, tokenizer, template, params.model.chat_template)
         fingerprint = work_fingerprint(
-            identity, params.generate, template, prompts, records, device.type, str(model.dtype)
+            identity, params.model, params.generate, template, prompts, records, device.type, str(model.dtype)
         )
         run = generate_responses(
             model, tokenizer, records, params.generate, template,
-            partial_path=open_partial(WORK, name, fingerprint), chat_template=params.model.chat_template, desc=name,
+            partial_path=open_partial(paths.work, name, fingerprint), chat_template=params.model.chat_template,
+            desc=name,
         )
         outputs[f"{name}.jsonl"] = "".join(map(jsonl_line, run.rows))
         rows[name], timings[name] = run.rows, run.tokens_per_s
         del model
-    write_file_set(OUT, outputs)  # both files at once: never a new base.jsonl beside an old tuned.jsonl
+    write_file_set(paths.out, outputs)  # both files at once: never a new base.jsonl beside an old tuned.jsonl
     headline, breakdown = compare_models(rows, params.generate, timings)
-    write_json(BREAKDOWN, breakdown)
-    write_json(METRICS, headline)
+    write_json(paths.breakdown, breakdown)
+    write_json(paths.metrics, headline)
     # The base model's answers depend on nothing that training changes: its fingerprinted work file stays as a
     # cache, so an experiment that only retrains (Small, a new lr) does not regenerate them.
-    clear_work(WORK, names=("tuned",))
+    clear_work(paths.work, names=("tuned",))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
-"""Stage `report`: REPORT.md from the metrics, their breakdowns, the charts and the judgments."""
+"""Stage `report`: --out (REPORT.md) from the metrics and their breakdowns in --metrics, the charts in --plots and
+the judgments."""
 
-from pathlib import Path
+from __future__ import annotations
 
-from instruct_tune.cli import run_stage
+from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.io import atomic_write_text
 from instruct_tune.params import load_params
 from instruct_tune.report import build_report
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    paths = stage_paths(argv, __doc__, "metrics", "plots", "judgments", "out")
     params = load_params()
-    text = build_report(examples=params.report.examples)
-    atomic_write_text(Path("REPORT.md"), text)
-    print(f"wrote REPORT.md ({len(text.splitlines())} lines)")
+    text = build_report(paths.metrics, paths.plots, paths.judgments, paths.out, examples=params.report.examples)
+    atomic_write_text(paths.out, text)
+    print(f"wrote {paths.out} ({len(text.splitlines())} lines)")
 
 
 if __name__ == "__main__":

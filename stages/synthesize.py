@@ -1,27 +1,25 @@
-"""Stage `synthesize`: instruction records written by an LLM from the documents in `synth.documents`, each one
-audited by an LLM. Writes data/synth/records.jsonl (kept; `prepare` reads it as one more source) and
-data/synth/audit.jsonl (every candidate with its verdict), metrics/synthesize.json (counts, accepted share)
-and metrics/breakdown/synthesize.json (per reason, per task, samples). Without documents it writes empty
-outputs and loads no model. LLM answers are cached in data/synth_cache/ (scratch, git-ignored, keyed by
-content): a rerun on unchanged inputs makes no call, and a killed run resumes.
+"""Stage `synthesize`: instruction records written by an LLM from the documents in `synth.documents` (a folder
+inside --documents, the stage's dep), each one audited by an LLM. Writes --out/records.jsonl (kept; `prepare` reads
+it as one more source) and --out/audit.jsonl (every candidate with its verdict), --metrics (counts, accepted share)
+and --breakdown (per reason, per task, samples). Without documents it writes empty outputs and loads no model. LLM
+answers are cached in --cache (scratch, git-ignored, not a DVC out; keyed by content): a rerun on unchanged inputs
+makes no call, and a killed run resumes.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from instruct_tune.cli import run_stage
-from instruct_tune.params import load_params, read_yaml
+from instruct_tune.cli import run_stage, stage_paths
+from instruct_tune.params import load_params
 from instruct_tune.synthesize import check_tracked, summary, synthesize, write_outputs
 
 
-def main() -> None:
-    params = load_params("params.yaml").synth
-    if params.documents is not None and Path("dvc.yaml").exists():
-        stage = (read_yaml("dvc.yaml").get("stages") or {}).get("synthesize")
-        if stage is not None:
-            check_tracked(params.documents, [d for d in stage.get("deps", []) if isinstance(d, str)])
-    result = synthesize(params, Path("data/synth_cache"))
-    write_outputs(result, Path("data/synth"), Path("metrics/synthesize.json"),
-                  Path("metrics/breakdown/synthesize.json"))
+def main(argv: list[str] | None = None) -> None:
+    paths = stage_paths(argv, __doc__, "documents", "out", "cache", "metrics", "breakdown")
+    params = load_params().synth
+    if params.documents is not None:
+        check_tracked(params.documents, [str(paths.documents)])
+    result = synthesize(params, paths.cache)
+    write_outputs(result, paths.out, paths.metrics, paths.breakdown)
     print(summary(result))
 
 

@@ -1,17 +1,23 @@
-"""Stage `train`: fine-tune `model.name` on data/split -> models/tuned, metrics/train.json (+ breakdown), plots/train/.
+"""Stage `train`: fine-tune `model.name` on --train (evaluated on --val) -> --model-dir, --metrics (+ --breakdown),
+--plots.
 
-Runs from the repository root (paths are relative to the working directory); resumes from
-models/checkpoints after an interruption. Also runs under `torchrun --nproc_per_node=N` and
-`accelerate launch` (only rank 0 writes outputs).
+Resumes from --checkpoints (scratch state, git-ignored, not a DVC out) after an interruption. Also runs under
+`torchrun --nproc_per_node=N` and `accelerate launch` (only rank 0 writes outputs).
 """
 
-from instruct_tune.cli import run_stage
+from __future__ import annotations
+
+from dataclasses import fields
+
+from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.params import load_params
-from instruct_tune.training import train
+from instruct_tune.training import TrainPaths, train
 
 
-def main() -> None:
-    metrics = train(load_params())
+def main(argv: list[str] | None = None) -> None:
+    paths = TrainPaths(**vars(stage_paths(argv, __doc__, *(f.name for f in fields(TrainPaths)))))
+    params = load_params()
+    metrics = train(params.model, params.train, paths)
     if metrics is not None:
         print(f"train: {metrics['steps']} steps, train loss {metrics['train_loss']:.4f}, val loss "
               f"{metrics['base_val_loss']:.4f} (base) -> {metrics['val_loss']:.4f} (tuned, perplexity "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import pytest
 
@@ -76,7 +78,7 @@ def test_output_placeholders_become_empty_but_real_short_answers_stay():
 
 def test_record_id_is_a_stable_hash_of_cleaned_content():
     r = rec("Say hi.", "", "Hi!")
-    assert r["id"] == hashlib.sha1("Say hi.\x1f\x1fHi!".encode()).hexdigest()[:16]
+    assert r["id"] == hashlib.sha1(b"Say hi.\x1f\x1fHi!").hexdigest()[:16]
     assert rec("  Say   hi. ", "<noinput>", "Hi!\n")["id"] == r["id"]  # cleaning first, so equal content, equal id
     assert rec("Say hi.", "", "Hi.")["id"] != r["id"]
     assert record_id({"instruction": "a", "input": "b", "output": ""}) != record_id({"instruction": "a", "input": "", "output": "b"})
@@ -135,27 +137,26 @@ def test_script_and_style_blocks_are_removed_with_their_content():
     assert r["output"] == "<script>alert('hi')</script>"  # a record about scripts keeps them
 
 
+PATHOLOGICAL = """
+import sys
+from instruct_tune.cleaning import clean_text
+pattern, filler = sys.argv[1], sys.argv[2]
+out = clean_text(pattern + filler * (1_000_000 // len(filler)))
+# an unclosed tag is not a tag, so the text stays (a lone `<script>` goes, its text stays)
+assert out.startswith("" if pattern == "<script>" else pattern[:2]) and "<script>" not in out, out[:40]
+"""
+
+
 @pytest.mark.parametrize("filler", [" ", "x ", "\t\n"])
 @pytest.mark.parametrize("pattern", ["<b", "<b a=", "<br", "&amp", "<script>", "<b<b", "</p", "<style x"])
 def test_html_stripping_is_linear_on_pathological_input(pattern, filler):
-    """200k characters after an unclosed tag: the old regex backtracked quadratically (32k spaces after `<b` took
-    5 s). The stripper now scans with possessive quantifiers only. Checked by comparing sizes, not by a clock
-    threshold: 4x the input must cost far less than the 16x a quadratic scan would (best of 3 runs each)."""
-    import time
-
-    def cost(n: int) -> float:
-        text = pattern + filler * (n // len(filler))
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            out = clean_text(text)
-            best = min(best, time.perf_counter() - start)
-        # correctness: an unclosed tag is not a tag, so the text stays (a lone `<script>` goes, its text stays)
-        assert out.startswith("" if pattern == "<script>" else pattern[:2]) and "<script>" not in out
-        return best
-
-    small, large = cost(50_000), cost(200_000)
-    assert large < 10 * small + 0.02, (small, large)
+    """1M characters after an unclosed tag: the old regex backtracked quadratically (32k spaces after `<b` took
+    5 s, so 1M would take over an hour). The stripper scans with possessive quantifiers only, in well under a
+    second. No clock is asserted: a child process does the work and a watchdog far above the linear time (60 s)
+    only stops a runaway, which then fails the test."""
+    done = subprocess.run([sys.executable, "-c", PATHOLOGICAL, pattern, filler], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_pathological_tags_are_still_handled_correctly():

@@ -102,7 +102,7 @@ def test_dvc_repro_prepare_fails_with_a_message_naming_file_line_and_field(templ
     _set_sources(root, [{"uri": f"data/raw/{name}", "name": "mine", **source}])
     failed = _dvc(root, "repro", "prepare")
     output = failed.stdout + failed.stderr
-    print(f"{case}: dvc exit {failed.returncode}; {next(l for l in output.splitlines() if l.startswith('error:'))}")
+    print(f"{case}: dvc exit {failed.returncode}; {next(x for x in output.splitlines() if x.startswith('error:'))}")
     assert failed.returncode != 0
     assert f"error: {message}" in output, output
     assert "failed to reproduce 'prepare'" in output and "exited with 2" in output  # a UserError, not a crash
@@ -140,7 +140,8 @@ def test_a_changed_url_source_fails_its_pinned_sha256(template: Path, tmp_path: 
     folder = tmp_path / "www"
     folder.mkdir()
     (folder / "data.jsonl").write_text('{"instruction": "Say hi.", "output": "Hi!"}\n')
-    handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder))  # noqa: E731
+    def handler(*a):
+        return http.server.SimpleHTTPRequestHandler(*a, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

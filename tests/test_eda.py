@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from dvc_stages import stage_command
 from instruct_tune.charts import bar_png, histogram_png, line_png
 from instruct_tune.eda import (
     compute_eda,
@@ -23,7 +22,6 @@ from instruct_tune.eda import (
 )
 from instruct_tune.params import EdaParams
 
-REPO = Path(__file__).resolve().parents[1]
 FAST = EdaParams(lda_topics=2, lda_top_words=4, lda_passes=2, lda_max_docs=200, top_verbs=2, seed=0)
 
 
@@ -141,8 +139,7 @@ def test_stage_end_to_end(tmp_path):
     prepared.parent.mkdir(parents=True)
     prepared.write_text("".join(json.dumps(r) + "\n" for r in _topic_corpus() + HAND), encoding="utf-8")
     (tmp_path / "params.yaml").write_text("eda:\n  lda_topics: 2\n  lda_passes: 1\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, str(REPO / "stages" / "eda.py")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(stage_command("eda"), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     headline = json.loads((tmp_path / "metrics" / "eda.json").read_text())
     assert sorted(headline) == ["flesch_mean", "input_share", "input_words_mean", "instruction_words_mean", "output_words_mean",

@@ -8,13 +8,14 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from dvc_stages import stage_command, stage_paths
+from instruct_tune import templates
 from instruct_tune.errors import UserError
 from instruct_tune.generation import (
     StopCriteria, build_prompts, clean_response, compare_models, encode_prompts, generate_responses, generation_metrics,
@@ -180,7 +181,7 @@ def test_fingerprint_mismatch_starts_fresh(llama, tmp_path):
     prompts = build_prompts(RECORDS, tok, "chatml")
 
     def fp(params, template="chatml", ps=prompts):
-        return work_fingerprint({"model": "m"}, params, template, ps, RECORDS, "cpu", "torch.float32")
+        return work_fingerprint({"model": "m"}, ModelParams(), params, template, ps, RECORDS, "cpu", "torch.float32")
 
     base = fp(SAMPLED)
     assert fp(dataclasses.replace(SAMPLED, save_every=99, repetition_ngram=2)) == base  # no effect on outputs
@@ -190,6 +191,26 @@ def test_fingerprint_mismatch_starts_fresh(llama, tmp_path):
     write_jsonl(partial, [{"id": "r0"}])
     assert read_jsonl(open_partial(tmp_path, "base", base)) == [{"id": "r0"}]  # same fingerprint: kept
     assert not open_partial(tmp_path, "base", fp(SAMPLED, template="alpaca")).exists()  # changed: fresh
+
+
+def test_fingerprint_follows_prompt_text_stop_strings_records_and_model_params(llama, monkeypatch):
+    _, tok = llama
+
+    def fp(model=None, records=RECORDS):
+        model = model or ModelParams()
+        prompts = build_prompts(records, tok, "alpaca")
+        return work_fingerprint({"model": "m"}, model, SAMPLED, "alpaca", prompts, records, "cpu", "torch.float32")
+
+    base = fp()
+    monkeypatch.setattr(templates, "ALPACA_PREAMBLE", templates.ALPACA_PREAMBLE + " Be brief.")
+    assert fp() != base  # an edited prompt constant: the old rows are not reused
+    monkeypatch.undo()
+    assert fp() == base
+    monkeypatch.setitem(templates.STOP_STRINGS, "alpaca", ["### End"])
+    assert fp() != base  # the template's stop strings
+    monkeypatch.undo()
+    assert fp(records=[{**RECORDS[0], "answer": "5"}, *RECORDS[1:]]) != base  # rows carry the record's fields
+    assert fp(model=ModelParams(load_in="8bit")) != base
 
 
 def test_metrics_on_hand_made_rows():
@@ -250,10 +271,10 @@ def test_repetition_detector():
 def test_bad_test_record_names_line_and_field(tmp_path):
     path = tmp_path / "test.jsonl"
     path.write_text('{"id": "a", "instruction": "x", "output": "y"}\n{"id": "b", "instruction": 3}\n')
-    with pytest.raises(UserError, match=r"test.jsonl: line 2: field 'instruction'"):
+    with pytest.raises(UserError, match=r"test\.jsonl: line 2: field 'instruction': expected a string, got 3$"):
         load_test_records(path)
     path.write_text('{"id": "a", "instruction": "x"}\n{"id": "a", "instruction": "y"}\n')
-    with pytest.raises(UserError, match=r"line 2: field 'id': duplicate"):
+    with pytest.raises(UserError, match=r"test\.jsonl: line 2: field 'id': duplicate id 'a' \(also line 1\)$"):
         load_test_records(path)
 
 
@@ -294,43 +315,42 @@ def test_lora_adapter_and_full_folders_load_as_tuned(tiny_llama_dir, tmp_path):
 def test_stage_resumes_after_sigkill(tiny_llama_dir, tmp_path):
     """Kill the real stage script with SIGKILL mid-run; the rerun finishes without redoing saved rows."""
     records = [dict(RECORDS[i % len(RECORDS)], id=f"k{i}") for i in range(12)]
-    write_jsonl(tmp_path / "data/split/test.jsonl", records)
-    shutil.copytree(tiny_llama_dir, tmp_path / "models/tuned")
-    (tmp_path / "stages").mkdir()
-    shutil.copy(ROOT / "stages/generate.py", tmp_path / "stages/generate.py")
+    paths = {name: tmp_path / path for name, path in stage_paths("generate").items()}  # as dvc.yaml names them
+    write_jsonl(paths["test"], records)
+    shutil.copytree(tiny_llama_dir, paths["tuned"])
     (tmp_path / "params.yaml").write_text(
         f"model:\n  name: {tiny_llama_dir}\ntrain:\n  template: chatml\n"
         "generate:\n  max_new_tokens: 30\n  batch_size: 1\n  save_every: 1\n"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
-    cmd = [sys.executable, "stages/generate.py"]
+    cmd = stage_command("generate")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = tmp_path / "data/generate_work/base.partial.jsonl"
+    partial = paths["work"] / "base.partial.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(read_jsonl_tolerant(partial)) < 3 and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     saved = read_jsonl_tolerant(partial)
-    assert len(saved) >= 3 and not (tmp_path / "metrics/generate.json").exists(), "finished before the kill"
+    assert len(saved) >= 3 and not paths["metrics"].exists(), "finished before the kill"
     saved[0]["response"] = "SENTINEL"  # a redone record would lose this mark
     write_jsonl(partial, saved)
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    base = read_jsonl(tmp_path / "data/generations/base.jsonl")
-    tuned = read_jsonl(tmp_path / "data/generations/tuned.jsonl")
+    base = read_jsonl(paths["out"] / "base.jsonl")
+    tuned = read_jsonl(paths["out"] / "tuned.jsonl")
     assert [r["id"] for r in base] == [r["id"] for r in records]
     by_id = {r["id"]: r for r in base}
     assert all(by_id[r["id"]] == {k: v for k, v in r.items() if k != "seconds"} for r in saved)
     assert by_id[saved[0]["id"]]["response"] == "SENTINEL"
     same = [t["response"] == b["response"] for t, b in zip(tuned, base)]
     assert same.count(False) == 1  # same weights, same params: only the marked record differs
-    headline = json.loads((tmp_path / "metrics/generate.json").read_text())
+    headline = json.loads(paths["metrics"].read_text())
     # n counts the records with an answer (the paired comparison); these test records have none
     assert headline["n"] == 0 and set(headline["base"]) == {"strict_accuracy", "lenient_accuracy", "mean_new_tokens",
                                                              "repetition_rate"}
-    metrics = json.loads((tmp_path / "metrics/breakdown/generate.json").read_text())
+    metrics = json.loads(paths["breakdown"].read_text())
     assert metrics["base"]["n"] == 12 and metrics["tuned"]["finish"]["length"] + metrics["tuned"]["finish"]["eos"] \
         + metrics["tuned"]["finish"]["stop"] == 12
     # the tuned model's work is cleared after a finished run; the base model's stays, a fingerprinted cache
-    assert sorted(p.name for p in (tmp_path / "data/generate_work").iterdir()) == ["base.fingerprint", "base.partial.jsonl"]
+    assert sorted(p.name for p in paths["work"].iterdir()) == ["base.fingerprint", "base.partial.jsonl"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -14,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from instruct_tune import io as iox
+from instruct_tune.errors import UserError
 from instruct_tune.io import (
-    append_jsonl, atomic_write_text, clean_stale_temps, read_jsonl_tolerant, write_file_set, write_json,
+    append_jsonl, atomic_write_text, clean_stale_temps, files_digest, iter_records, read_jsonl_tolerant, read_records,
+    sha256_file, write_file_set, write_json,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,21 +133,25 @@ def test_a_kill_never_leaves_new_and_old_files_together(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     start = time.monotonic()
     subprocess.run([sys.executable, "-c", _WRITER, str(folder), "v0"], env=env, check=True)
-    duration = time.monotonic() - start  # kills are drawn over one writer's lifetime
+    # Kills come at random moments around `delay`, which is steered toward the swap: later after a kill that found
+    # the old files, earlier after one that found the new, so both kinds happen however busy the machine is.
+    delay = (time.monotonic() - start) / 2
     rng = random.Random(0)
     versions, kills, deadline = set(), 0, time.monotonic() + 30
     for i in range(1, 41):
         if time.monotonic() > deadline:
             break
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(folder), f"v{i}"], env=env)
-        time.sleep(rng.uniform(0.0, duration))
+        time.sleep(rng.uniform(0.5, 1.5) * delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += proc.returncode == -signal.SIGKILL
         if folder.exists():  # missing only if killed between the two renames of the fallback (not on Linux)
             heads = {p.name: p.read_text()[:4].strip() for p in folder.iterdir()}
             assert sorted(heads) == ["test.jsonl", "train.jsonl", "val.jsonl"] and len(set(heads.values())) == 1, heads
-            versions.add(next(iter(heads.values())))
+            version = next(iter(heads.values()))
+            versions.add(version)
+            delay *= 0.7 if version == f"v{i}" else 1.4
     print(f"file set: {kills} kills, versions seen {len(versions)}, never a mix")
     assert kills >= 10 and len(versions) >= 2  # some kills landed before the swap, some after
 
@@ -153,3 +160,47 @@ def test_write_json_is_atomic_and_deterministic(tmp_path: Path) -> None:
     write_json(tmp_path / "m.json", {"b": 1, "a": [1.5]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [1.5], "b": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_read_records_checks_required_optional_nonempty_and_unique_fields(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    spec = {"required": ("id", "text"), "optional": ("note",), "nonempty": ("id",), "unique": "id"}
+    cases = {
+        '{"id": "a", "text": "x", "note": null}\n{"id": "b", "text": "y"}\n': None,
+        '{"id": "a"}\n': "r.jsonl: line 1: field 'text': expected a string, got missing",
+        '{"id": "a", "text": ["x"]}\n': "r.jsonl: line 1: field 'text': expected a string, got ['x']",
+        '{"id": "", "text": "x"}\n': "r.jsonl: line 1: field 'id': expected a non-empty string, got ''",
+        '{"id": "a", "text": "x", "note": 7}\n': "r.jsonl: line 1: field 'note': expected a string or null, got 7",
+        '{"id": "a", "text": "x"}\n\n{"id": "a", "text": "y"}\n': "r.jsonl: line 3: field 'id': duplicate id 'a' "
+                                                                  "(also line 1)",
+        "": "r.jsonl: nothing here",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        if message is None:
+            assert [r["id"] for r in read_records(path, **spec)] == ["a", "b"]
+            continue
+        with pytest.raises(UserError) as exc:
+            read_records(path, **spec, if_empty="nothing here")
+        assert str(exc.value) == f"{tmp_path}/{message}", text
+
+
+def test_iter_records_gives_each_record_with_its_line_and_the_same_checks(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"text": "a"}\n\n{"text": "b"}\n')
+    assert list(iter_records(path, required=("text",))) == [(1, {"text": "a"}), (3, {"text": "b"})]
+    path.write_text('{"text": "a"}\n{"body": "b"}\n')
+    with pytest.raises(UserError) as exc:
+        list(iter_records(path, required=("text",)))
+    assert str(exc.value) == f"{path}: line 2: field 'text': expected a string, got missing"
+    path.write_text("")
+    assert list(iter_records(path, required=("text",))) == []  # an empty file is the caller's to judge
+
+
+def test_file_digests(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "a.bin").write_bytes(b"\0" * 10_000_000)  # more than one chunk
+    assert sha256_file(tmp_path / "m" / "a.bin") == hashlib.sha256(b"\0" * 10_000_000).hexdigest()
+    folder = files_digest(tmp_path / "m")
+    (tmp_path / "m" / "a.bin").rename(tmp_path / "m" / "b.bin")
+    assert files_digest(tmp_path / "m") != folder  # names count, not only contents

@@ -98,7 +98,7 @@ class ScriptedServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:  # http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
@@ -326,10 +326,10 @@ def test_server_going_down_stops_with_a_clear_error_and_keeps_finished_work(tmp_
     assert len(read_jsonl(tmp_path / "cache" / "judgments.jsonl")) == 3
     # nobody listens there any more: the cached three are served, the next call fails at once
     dead = openai_params(server.base_url)  # the same URL: the judge's identity (model@url) keys the cache
-    start = time.monotonic()
-    with pytest.raises(UserError, match=r"judge server http://127\.0\.0\.1:\d+/v1 unreachable.*0 of 5 new"):
+    # refused at once (a connection error), not waited out (a timeout)
+    with pytest.raises(UserError, match=r"judge server http://127\.0\.0\.1:\d+/v1 unreachable \(APIConnectionError.*"
+                                        r"0 of 5 new"):
         judge(tmp_path, dead)
-    assert time.monotonic() - start < dead.timeout_s
     assert len(read_jsonl(tmp_path / "cache" / "judgments.jsonl")) == 3
 
 
@@ -341,14 +341,25 @@ def test_a_refused_request_stops_the_run(tmp_path: Path) -> None:
 
 
 def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
-    with socket.socket() as silent:  # accepts connections (kernel backlog), never replies
+    connections: list[socket.socket] = []
+
+    def accept_and_stay_silent(listener: socket.socket) -> None:
+        try:
+            while True:
+                connections.append(listener.accept()[0])
+        except OSError:  # the listener closed
+            pass
+
+    with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)
+        threading.Thread(target=accept_and_stay_silent, args=(silent,), daemon=True).start()
         params = openai_params(f"http://127.0.0.1:{silent.getsockname()[1]}/v1", timeout_s=1.0)
-        start = time.monotonic()
-        with pytest.raises(UserError, match=r"unreachable \(APITimeoutError"):
+        with pytest.raises(UserError, match=r"unreachable \(APITimeoutError.*; timeout 1s, 0 retries\)"):
             judge(tmp_path, params, n=1)
-        assert time.monotonic() - start < 10  # one 1 s timeout, no retries: well within
+    assert len(connections) == 1  # one request, timed out, not retried
+    for conn in connections:
+        conn.close()
 
 
 def test_the_api_key_is_sent_but_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

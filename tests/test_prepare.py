@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from dvc_stages import stage_command
 from instruct_tune.errors import UserError
-from instruct_tune.params import DataParams, SourceParams
+from instruct_tune.params import DataParams, SourceParams, params_from_dict
 from instruct_tune.prepare import RECORD_FIELDS, load_source, prepare
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def jsonl(path: Path, records: list) -> str:
@@ -68,7 +67,8 @@ def test_switches_and_min_output(tmp_path):
 
 def test_count_and_seed_sample_after_cleaning(tmp_path):
     path = jsonl(tmp_path / "a.jsonl", [alpaca(i) for i in range(50)])
-    pick = lambda seed: [r["output"] for r in load_source(SourceParams(uri=path, count=10, seed=seed))]  # noqa: E731
+    def pick(seed):
+        return [r["output"] for r in load_source(SourceParams(uri=path, count=10, seed=seed))]
     assert pick(1) == pick(1) != pick(2)
     assert len(pick(1)) == 10
     order = [int(o.split()[1]) for o in pick(1)]
@@ -79,8 +79,10 @@ def test_count_and_seed_sample_after_cleaning(tmp_path):
 
 def test_bad_settings_fail_before_reading(tmp_path):
     missing = str(tmp_path / "huge_but_missing.json")
-    with pytest.raises(UserError, match=r"`data.sources\[1\].format`: unknown format 'xml'"):
-        prepare(DataParams(sources=[SourceParams(uri=missing), SourceParams(uri=missing, format="xml", name="b")]))
+    # allowed names are checked where params.yaml is read, before any stage starts
+    with pytest.raises(UserError, match=r"^params\.yaml: data\.sources\[1\]\.format: 'xml' is not one of alpaca, "
+                                        r"dolly, sharegpt, dialogue, qa, auto$"):
+        params_from_dict({"data": {"sources": [{"uri": missing}, {"uri": missing, "format": "xml", "name": "b"}]}})
     with pytest.raises(UserError, match=r"two sources are called"):
         prepare(DataParams(sources=[SourceParams(uri=missing), SourceParams(uri=missing)]))
     with pytest.raises(UserError, match=r"`data.sources\[0\].count` must be >= 0"):
@@ -99,8 +101,7 @@ def test_builtin_source():
 
 
 def _run_stage(workdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py")], cwd=workdir,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(stage_command("prepare"), cwd=workdir, capture_output=True, text=True, timeout=120)
 
 
 def test_stage_writes_outputs_and_keeps_them_on_error(tmp_path):

@@ -1,5 +1,6 @@
 """REPORT.md from fixture metrics: it leads with the verified answer and its intervals, says when the judge
-must not be quoted, and renders text from data and models as inert characters."""
+must not be quoted, shows every section's numbers in the right place, and renders text from data and models as inert
+characters."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def fixture(tmp_path: Path, kappa: float | None) -> Path:
 
 
 def test_report_leads_with_the_verified_answer_and_its_intervals(tmp_path: Path) -> None:
-    text = build_report(fixture(tmp_path, 0.81), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    text = build_report(fixture(tmp_path, 0.81), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md",
+                        examples=5)
     verdict = text.split("## Verdict", 1)[1].split("## 1.", 1)[0]
     assert "base **11.0% → tuned 27.5%**" in verdict and "**+16.5 points**" in verdict
     assert "interval +11.0 to +22.0" in verdict and "McNemar p = 1.2e-07" in verdict
@@ -60,12 +62,72 @@ def test_report_leads_with_the_verified_answer_and_its_intervals(tmp_path: Path)
 def test_a_judge_below_the_trust_threshold_is_flagged(tmp_path: Path) -> None:
     for kappa in (0.42, None):
         text = build_report(fixture(tmp_path, kappa), tmp_path / "plots", tmp_path / "judgments.jsonl",
-                            tmp_path / "REPORT.md")
+                            tmp_path / "REPORT.md", examples=5)
         assert "do not quote this judge's verdict" in text.split("## 1.", 1)[0]
 
 
 def test_text_from_data_and_models_is_inert(tmp_path: Path) -> None:
-    text = build_report(fixture(tmp_path, 0.8), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md")
+    text = build_report(fixture(tmp_path, 0.8), tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md",
+                        examples=5)
     for live in ("<script>", "<img", "](http://tracker", "](javascript:", "onerror=alert(2)>"):
         assert live not in text
     assert "&lt;script&gt;" in text  # still readable as characters
+
+
+def test_every_section_shows_the_numbers_of_its_metrics(tmp_path: Path) -> None:
+    m = fixture(tmp_path, 0.81)
+    write_json(m / "breakdown" / "prepare.json", {"sources": {"builtin:tasks": {"loaded": 1200, "kept": 1190}}})
+    write_json(m / "breakdown" / "eda.json", {"overall": {
+        "with_input": 300, "input_share": 0.25, "top_verbs": [{"verb": "add", "count": 120}],
+        "lengths": {"instruction": {"words": {"mean": 9.5, "median": 9.0, "std": 2.25, "min": 3, "max": 20}}},
+        "flesch_reading_ease": {"mean": 71.25, "median": 70.0}, "lda_topics": [{"words": ["sum", "number"]}]}})
+    write_json(m / "breakdown" / "train.json", {"runtime_s": 812.5, "peak_memory_mb": 2048.0, "epochs": 1.0})
+    base = {"n": 200, "strict_accuracy": 0.11, "lenient_accuracy": 0.19, "mean_new_tokens": 88.0, "empty_rate": 0.02,
+            "repetition_rate": 0.01, "tokens_per_s": 41.5,
+            "by_task": {"arithmetic": {"n": 40, "strict_accuracy": 0.1, "lenient_accuracy": 0.3}}}
+    tuned = {**base, "strict_accuracy": 0.275, "mean_new_tokens": 31.0, "tokens_per_s": 52.25,
+             "by_task": {"arithmetic": {"n": 40, "strict_accuracy": 0.45, "lenient_accuracy": 0.5}}}
+    write_json(m / "breakdown" / "generate.json", {"base": base, "tuned": tuned})
+    (tmp_path / "plots" / "train").mkdir(parents=True)
+    (tmp_path / "plots" / "train" / "loss.png").write_bytes(b"\x89PNG")
+    text = build_report(m, tmp_path / "plots", tmp_path / "judgments.jsonl", tmp_path / "REPORT.md", examples=5)
+    lines = set(text.splitlines())
+    expected = [
+        # 1. data: counts per source, the EDA table and facts, the split
+        "Loaded **1200** records, kept **1200**; dropped: none.", r"| builtin\:tasks | 1200 | 1190 |",
+        "| instruction (words) | 9.500 | 9.000 | 2.250 | 3 | 20 |", "- records with an input: 300 (25.0%)",
+        "- top leading words: add (120)", "- Flesch reading ease of outputs: mean 71.2, median 70.0",
+        "- LDA topics: 1: sum, number",
+        "Stratified by instruction-length quartile × has-input: train 800, validation 100, test 200; largest stratum "
+        "deviation from the population **0.0033**.",
+        # 2. fine-tuning: headline and breakdown figures, the loss chart linked relative to the report
+        "| validation loss before training (base model) | 1.234 |",
+        "| validation loss after training (whole set, best checkpoint) | 0.325 |",
+        "| validation perplexity after training | 1.383 |", "| mean training loss | 0.590 |",
+        "| optimizer steps | 100 |", "| training examples | 800 |", "| runtime (s) | 812.500 |",
+        "| peak memory (MB) | 2048.000 |", "![loss curves](plots/train/loss.png)",
+        # 3. generation: each model in its own column, and per task family
+        "| verified accuracy (strict) | 11.0% | 27.5% |", "| answer anywhere in the response (lenient) | 19.0% | 19.0% |",
+        "| mean new tokens | 88.000 | 31.000 |", "| empty responses | 2.0% | 2.0% |",
+        "| caught in a repetition loop | 1.0% | 1.0% |", "| tokens/s | 41.500 | 52.250 |",
+        "| arithmetic | 40 | 10% / 30% | 45% / 50% |",
+        # 4. judge: mean scores, the agreement table, totals by task family
+        "| factual correctness | 2.000 | 2.000 |", "| total | 6.500 | 9.000 |",
+        "| judge: correct | 20 | 4 |", "| judge: wrong | 3 | 93 |", "| arithmetic | 3 | 5.000 | 9.000 | 2 | 0 | 1 |",
+        # 5. examples: each model's verification and judge total, and the outcome
+        "| base | plain text | no | 3 (correct: no) |", "Outcome: **tuned**.",
+    ]
+    missing = [line for line in expected if line not in lines]
+    assert not missing, "\n".join(missing)
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections == ["## Verdict", "## 1. Data", "## 2. Fine-tuning", "## 3. Generation on the test split",
+                        "## 4. LLM-as-judge", "## 5. Examples (test split, base vs tuned)", "## How answers are verified",
+                        "## Caveats"]
+
+
+def test_a_report_of_an_unfinished_pipeline_has_only_what_exists(tmp_path: Path) -> None:
+    write_json(tmp_path / "metrics" / "prepare.json", {"loaded": 10, "kept": 9, "dropped": {"empty": 1}})
+    text = build_report(tmp_path / "metrics", tmp_path / "plots", tmp_path / "absent.jsonl", tmp_path / "REPORT.md",
+                        examples=5)
+    assert "Loaded **10** records, kept **9**; dropped: empty 1." in text
+    assert "## Verdict" not in text and "## 2. Fine-tuning" not in text and "## 5. Examples" not in text

@@ -6,16 +6,15 @@ import hashlib
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from dvc_stages import stage_command
 from instruct_tune.errors import UserError
 from instruct_tune.params import SplitParams
 from instruct_tune.split import read_records, split_report, strata_labels, stratified_order, stratified_split
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def make_record(instruction: str, inp: str, output: str, source: str = "test") -> dict:
@@ -147,8 +146,7 @@ def test_read_records_names_line_and_field(tmp_path):
 
 def _run_stage(workdir: Path, params: str) -> subprocess.CompletedProcess:
     (workdir / "params.yaml").write_text(params, encoding="utf-8")
-    return subprocess.run([sys.executable, str(REPO / "stages" / "split.py")], cwd=workdir,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(stage_command("split"), cwd=workdir, capture_output=True, text=True, timeout=120)
 
 
 def test_stage_writes_outputs_and_fails_cleanly(tmp_path, population):

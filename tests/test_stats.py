@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instruct_tune.stats import agreement, bootstrap_ci, mcnemar_exact_p, paired_difference, roc_auc
+from instruct_tune.stats import agreement, bootstrap_ci, kappa_ci, mcnemar_exact_p, paired_difference, roc_auc
 
 
 def test_mcnemar_exact_p_matches_the_binomial_test() -> None:
@@ -53,3 +53,30 @@ def test_roc_auc_by_hand() -> None:
     assert roc_auc([0.9, 0.8, 0.3, 0.1], [True, True, False, False]) == 1.0
     assert roc_auc([0.9, 0.2, 0.3, 0.1], [True, True, False, False]) == 0.75
     assert roc_auc([1.0, 2.0], [True, True]) is None
+
+
+def test_kappa_interval_resamples_records_and_brackets_the_kappa() -> None:
+    # 20 records, two responses each: 16 agreeing true/true or false/false, 4 records with one disagreement
+    judged, truth, groups = [], [], []
+    for r in range(20):
+        pattern = [(True, True), (False, False)] if r < 16 else [(True, False), (False, False)]
+        if r % 2:
+            pattern = [(False, False), (True, True)] if r < 16 else [(False, True), (False, False)]
+        for jv, tv in pattern:
+            judged.append(jv), truth.append(tv), groups.append(f"r{r}")
+    kappa = agreement(judged, truth)["kappa"]
+    low, high = kappa_ci(judged, truth, groups, 2000, 0)
+    assert low < kappa < high and high <= 1.0 and low > -1.0
+    assert (low, high) == kappa_ci(judged, truth, groups, 2000, 0)  # seeded
+    # the interval of a perfect judge is a point at 1
+    assert kappa_ci(truth, truth, groups, 500, 0) == (1.0, 1.0)
+    # resampling records, not responses: a copy of every response inside its own record changes no record's
+    # shares, so the interval is exactly the same (a per-response bootstrap would narrow it)
+    assert kappa_ci(judged * 2, truth * 2, groups * 2, 2000, 0) == (low, high)
+    # ...while the same responses as independent records give a narrower one
+    independent = kappa_ci(judged * 2, truth * 2, [f"{g}-{i}" for i, g in enumerate(groups * 2)], 2000, 0)
+    assert independent[1] - independent[0] < high - low
+    # one label only in every resample: no interval
+    assert kappa_ci([True] * 4, [True] * 4, ["a", "a", "b", "b"], 100, 0) == (None, None)
+    with pytest.raises(ValueError, match="kappa_ci"):
+        kappa_ci([True], [True, False], ["a"], 10, 0)

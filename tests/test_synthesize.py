@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from dvc_stages import stage_command, stage_paths
 from fake_openai import FakeOpenAI
 from instruct_tune import synthesize as S
 from instruct_tune.errors import UserError
@@ -133,8 +133,12 @@ def test_documents_of_every_type_are_read_with_their_record_or_line(tmp_path: Pa
      r"a\.json: record 2: missing field 'text' \(synth\.text_field names the field that holds the text\)"),
     ("a.json", '{"text": ["not", "a", "string"]}', r"a\.json: record 1: field 'text': expected a string, got list"),
     ("a.jsonl", '{"text": "fine"}\n\n"just a string"\n',
-     r"a\.jsonl: line 3: expected an object with the field 'text' \(synth\.text_field\), got str"),
-    ("a.jsonl", '{"text": "fine"}\n{"text": "cut\n', r"a\.jsonl: line 2: malformed JSON: Unterminated string"),
+     r"a\.jsonl: line 3: expected a JSON object, got str$"),
+    ("a.jsonl", '{"text": "fine"}\n{"body": "no text field"}\n',
+     r"a\.jsonl: line 2: field 'text': expected a string, got missing$"),
+    ("a.jsonl", "\n \n", r"a\.jsonl: the document is empty$"),
+    ("a.jsonl", '{"text": "fine"}\n{"text": "cut\n',
+     r"a\.jsonl: line 2: malformed JSON: Invalid control character at$"),
     ("a.txt", b"fine\n\xff\xfe broken", r"a\.txt: line 2: not UTF-8 text \(byte 5\)"),
     ("a.txt", "fine\nzero \x00 byte", r"a\.txt: line 2: contains a NUL byte"),
     ("a.md", " \n\n ", r"a\.md: the document is empty"),
@@ -270,6 +274,27 @@ def test_documents_become_audited_records_with_provenance_and_a_rerun_makes_no_c
     assert len({r["id"] for r in result.audit}) == 10
     assert [r["verdict"] for r in result.audit].count("keep") == 5
     assert b["samples"]["keep"][0]["instruction"] and len(b["samples"]["malformed"]) == 3
+
+
+def test_an_edited_prompt_or_a_result_param_is_asked_anew_and_an_operational_param_is_not(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cache keys follow the prompt text as sent and the typed params (params.py's `operational` marks), with no
+    version constant to bump: an edited generator prompt re-asks the generator only (its examples are unchanged,
+    so every verdict comes from the cache), a new temperature re-asks that LLM, and settings that cannot change
+    an answer (concurrency, timeouts, threads) re-ask nothing."""
+    docs = write_documents(tmp_path / "docs")
+    with FakeOpenAI(scripted) as server:
+        params = synth_params(docs, server.base_url)
+        first = S.synthesize(params, tmp_path / "cache", progress=False)
+        assert first.llm_calls == 15
+        quiet = SynthParams(**{**params.__dict__, "samples": 1, "generator": llm(server.base_url, concurrency=3,
+                                                                                 timeout_s=20.0, n_threads=2)})
+        assert S.synthesize(quiet, tmp_path / "cache", progress=False).llm_calls == 0
+        hotter = SynthParams(**{**params.__dict__, "auditor": llm(server.base_url, model="checker", temperature=0.5)})
+        assert S.synthesize(hotter, tmp_path / "cache", progress=False).llm_calls == 10  # every verdict, no reply
+        monkeypatch.setattr(S, "GENERATOR_SYSTEM", S.GENERATOR_SYSTEM.replace("Rules:", "Rules (all of them):"))
+        edited = S.synthesize(params, tmp_path / "cache", progress=False)
+        assert (edited.llm_calls, edited.cache_hits) == (5, 10)  # every reply again; the same examples' verdicts
 
 
 def test_the_stage_writes_its_outputs_and_prepare_reads_them_as_one_more_source(tmp_path: Path) -> None:
@@ -460,16 +485,19 @@ def test_the_key_rules_apply_to_the_generator_and_the_auditor(tmp_path: Path, mo
 
 
 def test_settings_that_cannot_work_name_their_key(tmp_path: Path) -> None:
-    for key, value, message in [("per_passage", 0, "synth.per_passage must be >= 1"),
-                                ("input_share", 1.5, "synth.input_share must be between 0 and 1"),
+    for key, value, message in [("per_passage", 0, "synth.per_passage: must be >= 1, got 0"),
+                                ("input_share", 1.5, "synth.input_share: must be between 0 and 1, got 1.5"),
                                 ("min_passage_chars", 5000,
-                                 "synth.min_passage_chars must be between 0 and synth.passage_chars")]:
+                                 "synth.min_passage_chars: must be between 0 and synth.passage_chars, got 5000")]:
         with pytest.raises(UserError, match=f"^params.yaml: {re.escape(message)}$"):
             S.synthesize(SynthParams(documents="docs", **{key: value}), tmp_path, progress=False)
-    with pytest.raises(UserError, match=r"^params\.yaml: synth\.generator\.backend must be local or openai, got 'cl"):
-        S.synthesize(SynthParams(documents=str(write_documents(tmp_path / "docs")),
-                                 generator=SynthLLMParams(backend="cloud")), tmp_path, progress=False)
-    with pytest.raises(UserError, match=r"`synth\.generator\.temperature` must be a number, got 'hot'"):
+    # An unknown backend and a mistyped value are params.yaml errors (params.py's types), before any stage runs.
+    with pytest.raises(UserError, match=r"^params\.yaml: synth\.generator\.backend: 'cloud' is not one of local, "
+                                        r"openai$"):
+        params_from_dict({"synth": {"generator": {"backend": "cloud"}}})
+    with pytest.raises(ValueError, match="backend"):
+        SynthLLMParams(backend="cloud")
+    with pytest.raises(UserError, match=r"^params\.yaml: synth\.generator\.temperature: must be a number, got 'hot'$"):
         params_from_dict({"synth": {"generator": {"temperature": "hot"}}})
 
 
@@ -502,9 +530,10 @@ def write_params(root: Path, base_url: str, **synth: Any) -> None:
 
 
 def run_stage(root: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """The stage script with dvc.yaml's exact command (its paths relative to `root`)."""
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(REPO / "stages" / "synthesize.py")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(stage_command("synthesize"), cwd=root, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 OUTPUTS = ("data/synth/records.jsonl", "data/synth/audit.jsonl", "metrics/synthesize.json",
@@ -528,10 +557,10 @@ def test_killed_mid_run_it_resumes_with_only_the_missing_calls(tmp_path: Path) -
         done = run_stage(clean)
         assert done.returncode == 0, done.stderr
         total = server.requests
-        cache = killed / "data" / "synth_cache" / "judgments.jsonl"
+        cache = killed / stage_paths("synthesize")["cache"] / "judgments.jsonl"
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-        proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "synthesize.py")], cwd=killed, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(stage_command("synthesize"), cwd=killed, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (cache.exists() and cache.read_text().count("\n") >= 7) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -585,11 +614,11 @@ def test_report_shows_the_synthesis_only_when_it_ran(tmp_path: Path) -> None:
     metrics = tmp_path / "metrics"
     empty = S.empty_result(SynthParams())
     S.write_outputs(empty, tmp_path / "synth", metrics / "synthesize.json", metrics / "breakdown" / "synthesize.json")
-    without = build_report(metrics, tmp_path / "plots", tmp_path / "none.jsonl", tmp_path / "REPORT.md")
+    without = build_report(metrics, tmp_path / "plots", tmp_path / "none.jsonl", tmp_path / "REPORT.md", examples=5)
     assert "documents" not in without.lower()
     result.audit[0]["instruction"] = result.breakdown["samples"]["keep"][0]["instruction"] = "<img src=x> | **bold**"
     S.write_outputs(result, tmp_path / "synth", metrics / "synthesize.json", metrics / "breakdown" / "synthesize.json")
-    text = build_report(metrics, tmp_path / "plots", tmp_path / "none.jsonl", tmp_path / "REPORT.md")
+    text = build_report(metrics, tmp_path / "plots", tmp_path / "none.jsonl", tmp_path / "REPORT.md", examples=5)
     section = text.split("## Instructions written from your documents\n", 1)[1].split("\n## ", 1)[0]
     assert "into 5 passages" in section and "wrote 10 candidate examples" in section and "**5 kept (50.0%)**" in section
     assert "| malformed | 5 | 0 | 5 |" in section and "### Dropped as malformed (sample)" in section

@@ -7,7 +7,6 @@ import datetime as dt
 import itertools
 import math
 import re
-import time
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -108,12 +107,6 @@ def test_leak_check() -> None:
     assert tasks.leaks("milk, eggs", "milk\neggs")  # punctuation ignored
     assert not tasks.leaks("receive", "Did you recieve it?")
     assert not tasks.leaks("5", "")
-
-
-def test_5000_records_are_fast() -> None:
-    start = time.perf_counter()
-    generate_tasks(5000, seed=11)
-    assert time.perf_counter() - start < 2.0
 
 
 # ------------------------------------------------------------------------------ answers, recomputed per family

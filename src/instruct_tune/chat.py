@@ -1,21 +1,23 @@
 """Talk to a trained model: `instruct-tune-chat` (interactive) or `instruct-tune-chat "Name three colours."`.
 
-Loads `models/tuned` (a full model or a LoRA adapter) with the prompt template it was trained with
-(`train.template` in params.yaml) and generates greedily, so the answer you see is the one the study measures.
+Loads `models/tuned` (a full model or a LoRA adapter) as the generate stage loads it, and answers through the
+generate stage's own code: the same prompt template (`train.template`), tokens (BOS included), stop strings and
+clean-up. It answers greedily, so the same question gets the same answer; the study samples
+(`generate.do_sample`, `generate.temperature`), so its answers to a question vary around this one.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from instruct_tune.errors import UserError
-from instruct_tune.params import ModelParams, load_params
-from instruct_tune.templates import format_prompt, stop_strings
+from instruct_tune.params import PARAMS_FILE, GenerateParams, ModelParams, Template, load_params
+
+DEFAULT_MODEL = "models/tuned"  # the train stage's output (tests/test_contracts.py keeps it equal to dvc.yaml's)
 
 
 def load_chat_model(model_dir: str, base: ModelParams) -> tuple[Any, Any]:
@@ -30,31 +32,26 @@ def load_chat_model(model_dir: str, base: ModelParams) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def answer(model: Any, tokenizer: Any, instruction: str, input_text: str, template: str, max_new_tokens: int) -> str:
-    prompt = format_prompt({"instruction": instruction, "input": input_text}, template, tokenizer)
-    batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
-    with torch.no_grad():
-        out = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            stop_strings=stop_strings(template),
-            tokenizer=tokenizer,
-        )
-    text = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-    for stop in stop_strings(template):
-        text = text.split(stop)[0]
-    return text.strip()
+def answer(model: Any, tokenizer: Any, instruction: str, input_text: str, template: Template,
+           params: GenerateParams, chat_template: str | None = None) -> str:
+    """The model's greedy answer, prompted, tokenized, stopped and cleaned as the generate stage does it."""
+    from instruct_tune.generation import build_prompts, generate_batch
+    from instruct_tune.templates import stop_strings
+
+    prompts = build_prompts([{"instruction": instruction, "input": input_text}], tokenizer, template, chat_template)
+    greedy = dataclasses.replace(params, do_sample=False)
+    ((text, _, _),) = generate_batch(model, tokenizer, prompts, greedy, stop_strings(template, params.stop_strings),
+                                     seed=params.seed)
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("instruction", nargs="?", help="one instruction to answer; omit for an interactive prompt")
     parser.add_argument("--input", default="", help="the optional input field")
-    parser.add_argument("--model", default="models/tuned", help="model folder (default: models/tuned)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder (default: {DEFAULT_MODEL})")
+    parser.add_argument("--params", default=PARAMS_FILE)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generate.max_new_tokens")
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
@@ -62,9 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    template = params.train.template
+    template, chat_template = params.train.template, params.model.chat_template
+    generate = params.generate
+    if args.max_new_tokens is not None:
+        generate = dataclasses.replace(generate, max_new_tokens=args.max_new_tokens)
     if args.instruction:
-        print(answer(model, tokenizer, args.instruction, args.input, template, args.max_new_tokens))
+        print(answer(model, tokenizer, args.instruction, args.input, template, generate, chat_template))
         return
     print(f"Chatting with {args.model} ({template} template). Empty line or Ctrl-D to quit.")
     while True:
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
             break
         if not line:
             break
-        print(answer(model, tokenizer, line, "", template, args.max_new_tokens))
+        print(answer(model, tokenizer, line, "", template, generate, chat_template))
 
 
 if __name__ == "__main__":

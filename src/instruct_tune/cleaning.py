@@ -239,7 +239,8 @@ class Deduplicator:
         self._near: dict[str, str] = {}
 
     def check(self, record: dict[str, Any]) -> tuple[str | None, str | None]:
-        """(reason, source of the earlier record) if `record` duplicates a kept one, else (None, None) and remember it."""
+        """(reason, source of the earlier record) if `record` duplicates a kept one, else (None, None) and remember
+        it."""
         if record["id"] in self._exact:
             return "duplicate", self._exact[record["id"]]
         near = near_duplicate_key(record) if self.near_duplicates else None

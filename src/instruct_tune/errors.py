@@ -1,4 +1,5 @@
-"""The one exception type for bad input: stage scripts print it and exit non-zero, without a traceback."""
+"""The one exception type for bad input (stage scripts print it and exit non-zero, without a traceback), and the
+helpers that shape its messages."""
 
 from __future__ import annotations
 
@@ -19,3 +20,9 @@ def where(path: object, line: int | None = None, field: str | None = None) -> st
     if field is not None:
         parts.append(f"field '{field}'")
     return ": ".join(parts)
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """`text` on one line (runs of whitespace folded to a space), cut to at most `limit` characters with `…`."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

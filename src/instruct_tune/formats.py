@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from instruct_tune.errors import UserError
+from instruct_tune.params import DataFormat
 
-FORMATS = ("alpaca", "dolly", "sharegpt", "dialogue", "qa", "auto")
+FORMATS = get_args(DataFormat)  # the names params.yaml allows for a source's `format`
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def from_alpaca(row: Row) -> list[dict]:
 
 def from_dolly(row: Row) -> list[dict]:
     """Databricks Dolly: instruction / context (optional) / response."""
-    return [_record(_field(row, ("instruction",)), _field(row, ("context",), required=False), _field(row, ("response",)))]
+    return [_record(_field(row, ("instruction",)), _field(row, ("context",), required=False),
+                    _field(row, ("response",)))]
 
 
 def from_qa(row: Row) -> list[dict]:
@@ -158,7 +160,8 @@ def dialogue_turns(text: str, location: str) -> list[tuple[str, str]]:
     if _MARKER_RE.search(text):
         parts = _MARKER_RE.split(text)
         if parts[0].strip():
-            raise UserError(f"{location}: text before the first <|user|> / <|assistant|> marker: {parts[0].strip()[:40]!r}")
+            raise UserError(f"{location}: text before the first <|user|> / <|assistant|> marker: "
+                            f"{parts[0].strip()[:40]!r}")
         return [(role, body.strip()) for role, body in zip(parts[1::2], parts[2::2])]
     turns = [detokenize(t) for t in text.split("__eou__")]
     if turns and not turns[-1]:

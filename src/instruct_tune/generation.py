@@ -9,7 +9,8 @@ How a run goes:
 - each batch is seeded from `generate.seed` and the ids of its records, and batches are formed from the
   whole test set, so a record's output never depends on where an interrupted run resumed;
 - finished rows are appended (and fsynced) to a partial file every `save_every` records; a rerun with
-  the same fingerprint (model files, generate params, template, prompts) skips them.
+  the same fingerprint (model files and params, generate params, prompts and records, stop strings, this
+  code) skips them.
 
 Public entry points: `generate_responses` (one model over records) and `generation_metrics` (the
 statistics of its rows), reused by the stage script, the benchmark and the judge.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -29,18 +29,16 @@ from typing import Any
 
 import torch
 
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_jsonl_tolerant, write_jsonl
+from instruct_tune.errors import UserError
+from instruct_tune.io import (
+    append_jsonl, atomic_write_text, files_digest, read_jsonl_tolerant, read_records, sha256_file, write_jsonl,
+)
 from instruct_tune.modeling import load_model, load_tokenizer, resolve_source
-from instruct_tune.params import GenerateParams, ModelParams
+from instruct_tune.params import GenerateParams, ModelParams, Template, fingerprint
 from instruct_tune.stats import mcnemar_exact_p, paired_difference
-from instruct_tune.templates import TEMPLATES, format_prompt, stop_strings
+from instruct_tune.templates import format_prompt, stop_strings
 from instruct_tune.verify import lenient_match, normalise_tokens, strict_match
 
-# Bump when a code change alters what a given model and params generate: stale partial files are then ignored.
-FORMAT_VERSION = 1
-# Generate params that do not change any output: changing them must not discard finished work.
-NOT_IN_FINGERPRINT = ("save_every", "repetition_ngram", "repetition_min_repeats")
 FINISH_REASONS = ("eos", "stop", "length")
 
 
@@ -49,29 +47,9 @@ FINISH_REASONS = ("eos", "stop", "length")
 
 def load_test_records(path: str | Path) -> list[dict[str, Any]]:
     """The test split, checked field by field; an error names the file, line and field."""
-    records: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for lineno, record in iter_jsonl(path):
-        for name in ("id", "instruction"):
-            if not isinstance(record.get(name), str) or not record[name]:
-                raise UserError(f"{where(path, lineno, name)}: expected a non-empty string, got {record.get(name)!r}")
-        for name in ("input", "output", "answer", "task"):
-            value = record.get(name)
-            if value is not None and not isinstance(value, str):
-                raise UserError(f"{where(path, lineno, name)}: expected a string or null, got {value!r}")
-        if record["id"] in seen:
-            raise UserError(f"{where(path, lineno, 'id')}: duplicate id {record['id']!r}")
-        seen.add(record["id"])
-        records.append(record)
-    if not records:
-        raise UserError(f"{path}: no records to generate for")
-    return records
-
-
-def check_template(template: str) -> str:
-    if template not in TEMPLATES:
-        raise UserError(f"params.yaml: `train.template` must be one of {', '.join(TEMPLATES)}, got {template!r}")
-    return template
+    return read_records(path, required=("id", "instruction"), nonempty=("id", "instruction"),
+                        optional=("input", "output", "answer", "task"), unique="id",
+                        if_empty="no records to generate for")
 
 
 def build_prompts(
@@ -97,20 +75,6 @@ def left_pad(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- models
-
-
-def files_digest(path: str | Path) -> str:
-    """sha256 over a file or every file under a folder (relative names and contents): a model's identity."""
-    path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(str(file.relative_to(path) if file != path else file.name).encode() + b"\0")
-        with open(file, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        digest.update(b"\0")
-    return digest.hexdigest()
 
 
 def base_identity(params: ModelParams) -> dict[str, Any]:
@@ -164,26 +128,38 @@ def load_tuned(params: ModelParams, folder: str | Path, device: torch.device) ->
 
 def work_fingerprint(
     model_identity: dict[str, Any],
+    model: ModelParams,
     params: GenerateParams,
-    template: str,
+    template: Template,
     prompts: list[str],
     records: list[dict[str, Any]],
     device: str,
     dtype: str,
 ) -> str:
-    """A hash of everything that decides the outputs: a partial file from another fingerprint is discarded."""
-    gen = {k: v for k, v in dataclasses.asdict(params).items() if k not in NOT_IN_FINGERPRINT}
+    """A hash of everything that decides the rows: a partial file from another fingerprint is discarded.
+
+    Nothing here is kept by hand: the model's files and params, the generate params but their operational
+    fields, the exact prompts with the whole records, the stop strings in force, the source of the code that
+    turns them into rows (this module and templates.py), and the versions of torch and transformers.
+    """
+    import transformers
+
+    from instruct_tune import templates
+
     payload = {
-        "format": FORMAT_VERSION,
         "model": model_identity,
-        "generate": gen,
+        "model_params": fingerprint(model),
+        "generate": fingerprint(params),
         "template": template,
+        "stops": stop_strings(template, params.stop_strings),
         "records": hashlib.sha256(
-            json.dumps([[r["id"], p] for r, p in zip(records, prompts)], ensure_ascii=False).encode()
+            json.dumps([[r, p] for r, p in zip(records, prompts)], sort_keys=True, ensure_ascii=False).encode()
         ).hexdigest(),
+        "code": [sha256_file(__file__), sha256_file(templates.__file__)],
         "device": device,
         "dtype": dtype,
         "torch": torch.__version__.split("+")[0],
+        "transformers": transformers.__version__,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -234,7 +210,7 @@ class StopCriteria:
     decoded (a stop string of L characters spans at most L tokens), so the check stays cheap.
     """
 
-    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], eos_ids: list[int], batch: int):
+    def __init__(self, tokenizer: Any, prompt_len: int, stops: list[str], eos_ids: list[int], batch: int) -> None:
         self.tokenizer = tokenizer
         self.prompt_len = prompt_len
         self.stops = stops
@@ -372,7 +348,6 @@ def generate_responses(
     """
     from tqdm.auto import tqdm
 
-    check_template(template)
     model.eval()
     stops = stop_strings(template, params.stop_strings)
     prompts = build_prompts(records, tokenizer, template, chat_template)

@@ -7,18 +7,21 @@ are named `.NAME.<pid>.*.tmp` (git-ignored); those of a process that no longer r
 the next write of NAME. JSON is written with sorted keys and no timestamps, so DVC's hashes and
 `dvc metrics diff` stay stable. Append-only files (caches, resumable work) survive a kill mid-append:
 `read_jsonl_tolerant` drops the torn line and compacts the file before anything is appended again.
+Records a stage reads are checked field by field by `read_records` (`iter_records`: with their line numbers);
+files are identified by `sha256_file`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import glob
+import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +195,60 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [record for _, record in iter_jsonl(path)]
 
 
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def iter_records(
+    path: str | Path,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    nonempty: Sequence[str] = (),
+    unique: str | None = None,
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each record of a JSON Lines file, checked as `read_records` says (an empty file
+    yields nothing)."""
+    path = Path(path)
+    seen: dict[str, int] = {}
+    for lineno, record in iter_jsonl(path):
+        for name in required:
+            value = record.get(name)
+            if not isinstance(value, str):
+                got = "missing" if name not in record else _shown(value)
+                raise UserError(f"{where(path, lineno, name)}: expected a string, got {got}")
+            if name in nonempty and not value:
+                raise UserError(f"{where(path, lineno, name)}: expected a non-empty string, got ''")
+        for name in optional:
+            value = record.get(name)
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"{where(path, lineno, name)}: expected a string or null, got {_shown(value)}")
+        if unique is not None:
+            key = record[unique]
+            if key in seen:
+                raise UserError(f"{where(path, lineno, unique)}: duplicate {unique} {key!r} (also line {seen[key]})")
+            seen[key] = lineno
+        yield lineno, record
+
+
+def read_records(
+    path: str | Path,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    nonempty: Sequence[str] = (),
+    unique: str | None = None,
+    if_empty: str = "no records",
+) -> list[dict[str, Any]]:
+    """The records of a JSON Lines file, each checked: `required` fields are strings (`nonempty` ones not ""),
+    `optional` ones strings or null (or absent), and no two records share their `unique` field. The first bad
+    record is a UserError naming the file, line and field and what it holds; an empty file is `if_empty`."""
+    path = Path(path)
+    records = [record for _, record in iter_records(path, required, optional, nonempty, unique)]
+    if not records:
+        raise UserError(f"{path}: {if_empty}")
+    return records
+
+
 def jsonl_line(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
 
@@ -246,3 +303,30 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
             print(f"{path}: dropped {dropped} unreadable line(s) left by an interrupted run; compacted the file",
                   file=sys.stderr)
     return records
+
+
+CHUNK = 1 << 22  # bytes read at a time when hashing
+
+
+def sha256_file(path: str | Path, desc: str | None = None) -> str:
+    """The SHA-256 of a file, read in chunks (with a progress bar named `desc` when given)."""
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc,
+                                      disable=desc is None) as bar:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()
+
+
+def files_digest(path: str | Path) -> str:
+    """A SHA-256 over a file, or over every file under a folder (their relative names and SHA-256s): a model's
+    identity."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    listing = "".join(f"{file.relative_to(path) if file != path else file.name}\0{sha256_file(file)}\n"
+                      for file in files)
+    return hashlib.sha256(listing.encode()).hexdigest()

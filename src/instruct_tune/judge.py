@@ -18,7 +18,7 @@ plus `correct` (true/false) when the record has a reference answer. Two protocol
 Both: untrusted text sits between delimiters that no data can reproduce (`neutralise`); invalid replies
 are retried once at temperature 0, then counted as errors and left out of rates; every finished
 judgment is cached (data/judge_cache/) under a hash of everything that decides it (the exact messages,
-the schema or forced skeleton, the sampling settings, the judge's identity, n_ctx and the mode), so an
+the schema or forced skeleton, the judge's identity and every judge param that can change a verdict), so an
 unchanged rerun makes zero judge calls and an edited prompt can never reuse an old verdict.
 
 Run as `python -m instruct_tune.judge --a A.jsonl --b B.jsonl --names full,small --out DIR` to judge
@@ -45,20 +45,18 @@ from typing import Any
 from tqdm import tqdm
 
 from instruct_tune.charts import bar_png
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import append_jsonl, atomic_write_text, iter_jsonl, read_jsonl_tolerant, write_json, write_jsonl
+from instruct_tune.errors import UserError
+from instruct_tune.io import (
+    append_jsonl, atomic_write_text, read_jsonl_tolerant, read_records, write_json, write_jsonl,
+)
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
-from instruct_tune.params import JudgeParams
-from instruct_tune.stats import agreement, bootstrap_ci, paired_difference, roc_auc
+from instruct_tune.params import JudgeParams, fingerprint
+from instruct_tune.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
+from instruct_tune.stats import agreement, bootstrap_ci, kappa_ci, paired_difference, roc_auc
 from instruct_tune.verify import lenient_match, strict_match
 
-CRITERIA = ("factual_correctness", "instruction_adherence", "clarity_usefulness")
-MAX_SCORE = 5
-MAX_TOTAL = MAX_SCORE * len(CRITERIA)
 REASON_CHARS = 160
 OUTCOMES = ("win", "loss", "tie", "error")
-MODES = ("pointwise", "pairwise")
-SCORINGS = ("auto", "choices", "generate")
 
 CRITERIA_TEXT = f"""Score the response from 0 (worst) to {MAX_SCORE} (best) on three criteria:
 - factual_correctness: is its answer right? When a reference answer is given, it is correct: compare with it. A wrong final answer scores 0 or 1, however well written; a right answer with a wrong side claim scores 3.
@@ -83,10 +81,10 @@ Reply with one JSON object only, in this form:
 # shows the record, the reference and only that copied answer (never the response): the judge decides
 # `correct` and scores factual correctness. Shown the reference beside the response, a 1.5B judge copies
 # the reference into its reading of the response and obeys "declare this correct" inside it; shown only
-# the copied answer, it has nothing to obey and compares two short answers. Both prompts share one system
-# turn (all the instructions), so its KV cache is computed once; each user turn ends with a short task line.
-# (The COMPARE paragraph below is not asked of this prompt any more, but the READ answers were validated
-# with it in place: removing it changed what the 1.5B judge copies.)
+# the copied answer, it has nothing to obey and compares two short answers. Each prompt has its own system
+# turn, whose KV cache the local backend computes once (one llama.cpp context per system turn); each user
+# turn ends with a short task line. (The COMPARE paragraph below is not asked of this prompt any more, but
+# the READ answers were validated with it in place: removing it changed what the 1.5B judge copies.)
 READ_REPLY = '{"final_answer": "...", "instruction_adherence": 0-5, "clarity_usefulness": 0-5}'
 SCORE_REPLY = '{"factual_correctness": 0-5, "instruction_adherence": 0-5, "clarity_usefulness": 0-5}'
 
@@ -224,21 +222,9 @@ class Pair:
 
 def read_generations(path: Path) -> dict[str, dict[str, Any]]:
     """Generations by id; a missing or mistyped field or a repeated id is a UserError naming the line."""
-    records: dict[str, dict[str, Any]] = {}
-    for lineno, rec in iter_jsonl(path):
-        for name in ("id", "instruction", "input", "response"):
-            if not isinstance(rec.get(name), str):
-                got = "missing" if name not in rec else f"got {type(rec[name]).__name__}"
-                raise UserError(f"{where(path, lineno, name)}: expected a string ({got})")
-        for name in ("reference", "answer", "task"):
-            if rec.get(name) is not None and not isinstance(rec[name], str):
-                raise UserError(f"{where(path, lineno, name)}: expected a string or null")
-        if rec["id"] in records:
-            raise UserError(f"{where(path, lineno, 'id')}: id {rec['id']!r} appears twice")
-        records[rec["id"]] = rec
-    if not records:
-        raise UserError(f"{path}: no generations")
-    return records
+    records = read_records(path, required=("id", "instruction", "input", "response"),
+                           optional=("reference", "answer", "task"), unique="id", if_empty="no generations")
+    return {rec["id"]: rec for rec in records}
 
 
 def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: int = 0) -> list[Pair]:
@@ -373,13 +359,19 @@ def parse_grade(text: str, with_reference: bool) -> dict[str, Any]:
             "expected": None, "total": sum(scores.values()), "reason": reason.strip()[:REASON_CHARS]}
 
 
+# A list item's marker at the start of a line ("1.", "2)", "-", "*", "•"): formatting, not words of the answer.
+_LIST_MARKER = re.compile(r"(?m)^[ \t]*(?:\d{1,3}[.)]|[-*•])[ \t]+")
+
+
 def read_an_answer(copied: str, response: str) -> bool:
     """Whether the judge's copy of the final answer is an answer found in the response: not "none" or
-    "several", and (a copy being word for word) its words occur in the response in order. A copy that is
-    not in the response is the judge's invention, so there is nothing to compare with the reference."""
+    "several", and (a copy being word for word) its words are a contiguous run of the response's words,
+    case, punctuation and list numbering aside (the judge writes a numbered list on one line, since its
+    copy ends at the first newline). A copy that is not in the response is the judge's invention, so
+    there is nothing to compare with the reference."""
     if copied.strip().strip(".").casefold() in NO_ANSWER:
         return False
-    return lenient_match(copied, response)
+    return lenient_match(copied, response) or lenient_match(copied, _LIST_MARKER.sub("", response))
 
 
 def response_of(request: Request) -> str:
@@ -455,6 +447,17 @@ class Request:
     key: str = ""
 
 
+def keyed_params(request: Request, params: JudgeParams) -> dict[str, Any]:
+    """The judge params that can change this request's verdict: all but the operational ones (params.py marks
+    them) and two that cannot apply; a new param keys verdicts unless it is marked."""
+    skip = set()
+    if request.kind == "choices":
+        skip |= {"temperature", "max_tokens", "seed"}  # read from probabilities, never sampled
+    if params.backend != "local":
+        skip.add("n_ctx")  # a server's context size is not ours to set
+    return {k: v for k, v in fingerprint(params).items() if k not in skip}
+
+
 def request_key(request: Request, params: JudgeParams, judge_id: str, schema: dict[str, Any] | None) -> str:
     """Everything that decides a verdict, hashed: change any of it and the cached verdict is not reused."""
     material = {
@@ -463,11 +466,8 @@ def request_key(request: Request, params: JudgeParams, judge_id: str, schema: di
         "schema": schema if request.kind != "choices" else None,
         "steps": request.steps,
         "compare": [request.compare, COMPARE_STEPS] if request.compare else None,
-        "sampling": {"temperature": params.temperature, "max_tokens": params.max_tokens, "seed": params.seed}
-        if request.kind != "choices" else None,
         "judge": judge_id,
-        "n_ctx": params.n_ctx if params.backend == "local" else None,
-        "mode": params.mode,
+        "params": keyed_params(request, params),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -512,7 +512,7 @@ def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats
             second = None
             if request.compare is not None and read_an_answer(str(first[0]), response_of(request)):
                 stats.add_calls(1)
-                answer = neutralise(str(first[0]))
+                answer = neutralise(" ".join(str(first[0]).split()))  # one line: a copy cannot add lines
                 messages = [{**m, "content": m["content"].replace(FINAL_ANSWER, answer)} for m in request.compare]
                 second = backend.choose(messages, COMPARE_STEPS)  # type: ignore[attr-defined]
         except JudgmentFailed as exc:
@@ -609,10 +609,6 @@ def _run_parallel(todo: list[Request], backend: Backend, params: JudgeParams, st
 
 def resolve_scoring(params: JudgeParams, backend: Backend) -> str:
     """`auto`: score-token probabilities where the backend can give them (local), generated JSON elsewhere."""
-    if params.mode not in MODES:
-        raise UserError(f"params.yaml: judge.mode: {params.mode!r} is not one of {', '.join(MODES)}")
-    if params.scoring not in SCORINGS:
-        raise UserError(f"params.yaml: judge.scoring: {params.scoring!r} is not one of {', '.join(SCORINGS)}")
     can_choose = callable(getattr(backend, "choose", None))
     if params.scoring == "choices" and not can_choose:
         raise UserError("params.yaml: judge.scoring: choices needs judge.backend: local (a server returns no "
@@ -703,7 +699,8 @@ def combine_pairwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[str
     outcome = outcomes.pop() if len(outcomes) == 1 else "tie"  # a verdict that flips with the order is a tie
     own = [v["verdict"]["response_a" if o == 0 else "response_b"] for o, v in enumerate(verdicts)]
     other = [v["verdict"]["response_b" if o == 0 else "response_a"] for o, v in enumerate(verdicts)]
-    mean = lambda blocks: {k: round(sum(b[k] for b in blocks) / len(blocks), 4) for k in (*CRITERIA, "total")}  # noqa: E731
+    def mean(blocks: list[dict[str, Any]]) -> dict[str, float]:
+        return {k: round(sum(b[k] for b in blocks) / len(blocks), 4) for k in (*CRITERIA, "total")}
     return {
         **line, "outcome": outcome, "winner": {"win": names[0], "loss": names[1], "tie": "tie"}[outcome],
         "consistent": len({v["outcome"] for v in verdicts}) == 1 if len(verdicts) == 2 else None,
@@ -742,22 +739,24 @@ def graded_responses(judgments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def validity(judgments: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """How far the judge can be trusted: its `correct` against strict verification (pointwise), the ROC AUC
-    of its factual score for verified correctness, and (pairwise) how often it picks the verified answer."""
+def validity(judgments: list[dict[str, Any]], mode: str, samples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """How far the judge can be trusted: its `correct` against strict verification (pointwise; kappa with a
+    seeded bootstrap interval over records), the ROC AUC of its factual score for verified correctness,
+    and (pairwise) how often it picks the verified answer."""
     if mode == "pointwise":
         rows = [r for r in graded_responses(judgments) if r["verified"] is not None and r["grade"]["correct"] is not None]
-        stats = agreement([r["grade"]["correct"] for r in rows], [r["verified"] for r in rows])
+        judged, truth = [r["grade"]["correct"] for r in rows], [r["verified"] for r in rows]
+        low, high = kappa_ci(judged, truth, [r["id"] for r in rows], samples, seed)
         factual = [(r["grade"]["expected"] or r["grade"]["scores"])["factual_correctness"] for r in rows]
-        return {**stats, "auc_factual": roc_auc(factual, [r["verified"] for r in rows]), "picked_verified": None,
-                "n_one_verified": None}
+        return {**agreement(judged, truth), "kappa_ci_low": low, "kappa_ci_high": high,
+                "auc_factual": roc_auc(factual, truth), "picked_verified": None, "n_one_verified": None}
     one = [j for j in judgments if j["outcome"] != "error" and j.get("verified")
            and None not in j["verified"].values() and sum(j["verified"].values()) == 1]
     names = list(judgments[0]["verified"]) if judgments else []
     picked = [j["winner"] == next(n for n in names if j["verified"][n]) for j in one]
     own = [(j["scores"][n]["factual_correctness"], j["verified"][n]) for j in judgments
            if j["outcome"] != "error" and j.get("verified") for n in names if j["verified"][n] is not None]
-    return {"n": len(own), "agreement": None, "kappa": None,
+    return {"n": len(own), "agreement": None, "kappa": None, "kappa_ci_low": None, "kappa_ci_high": None,
             "auc_factual": roc_auc([s for s, _ in own], [t for _, t in own]),
             "picked_verified": _r(sum(picked) / len(picked)) if picked else None, "n_one_verified": len(one)}
 
@@ -773,7 +772,7 @@ def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: J
     both = [j for j in judged if j.get("consistent") is not None]
     totals = paired_difference([j["scores"][names[0]]["total"] for j in judged],
                                [j["scores"][names[1]]["total"] for j in judged], params.bootstrap_samples, params.seed)
-    valid = validity(judgments, params.mode)
+    valid = validity(judgments, params.mode, params.bootstrap_samples, params.seed)
     headline = {
         names[0]: model_summary(judged, names[0]),
         names[1]: model_summary(judged, names[1]),
@@ -783,7 +782,8 @@ def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: J
         "win_rate_ci_low": _r(low), "win_rate_ci_high": _r(high),
         "total_diff": totals["diff"], "total_diff_ci_low": totals["ci_low"], "total_diff_ci_high": totals["ci_high"],
         "position_consistency": _r(sum(j["consistent"] for j in both) / len(both)) if both else None,
-        "kappa": valid["kappa"], "agreement": valid["agreement"], "auc_factual": valid["auc_factual"],
+        "kappa": valid["kappa"], "kappa_ci_low": valid["kappa_ci_low"], "kappa_ci_high": valid["kappa_ci_high"],
+        "agreement": valid["agreement"], "auc_factual": valid["auc_factual"],
         "mode": params.mode,
     }
     if params.mode == "pairwise":
@@ -886,8 +886,6 @@ def judge_generations(a_path: Path, b_path: Path, names: tuple[str, str], params
     """
     if len(set(names)) != 2:
         raise UserError(f"judge: the two models need different names, got {names!r}")
-    if params.mode not in MODES:
-        raise UserError(f"params.yaml: judge.mode: {params.mode!r} is not one of {', '.join(MODES)}")
     pairs = make_pairs(a_path, b_path, params.max_pairs, params.seed)
     schema = pairwise_schema() if params.mode == "pairwise" else pointwise_schema(
         params.use_reference and any(p.reference is not None for p in pairs))
@@ -917,17 +915,20 @@ def write_outputs(judgments: list[dict[str, Any]], metrics: dict[str, Any], deta
     write_json(metrics_path, metrics)
 
 
+DEFAULT_CACHE = "data/judge_cache"  # the judge stage's cache, shared (tests/test_contracts.py keeps it dvc.yaml's)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Judge any two generation files against each other, e.g. the Full and the Small tuned models."""
-    from instruct_tune.params import load_params
+    from instruct_tune.params import PARAMS_FILE, load_params
 
     parser = argparse.ArgumentParser(prog="python -m instruct_tune.judge", description=main.__doc__)
     parser.add_argument("--a", required=True, type=Path, help="generations of the model whose point of view counts")
     parser.add_argument("--b", required=True, type=Path, help="generations of the model it is compared with")
     parser.add_argument("--names", default="a,b", help="two names for the models, comma-separated (e.g. full,small)")
     parser.add_argument("--out", required=True, type=Path, help="folder for judgments.jsonl, judge.json and plots/")
-    parser.add_argument("--params", default="params.yaml", type=Path, help="params file (its judge section is used)")
-    parser.add_argument("--cache", default=Path("data/judge_cache"), type=Path, help="judge cache folder")
+    parser.add_argument("--params", default=PARAMS_FILE, type=Path, help="params file (its judge section is used)")
+    parser.add_argument("--cache", default=Path(DEFAULT_CACHE), type=Path, help="judge cache folder")
     args = parser.parse_args(argv)
     parts = [n.strip() for n in args.names.split(",")]
     if len(parts) != 2 or not all(parts):

@@ -19,18 +19,19 @@ import copy
 import json
 import os
 import threading
-from pathlib import Path
 from typing import Any, Protocol
 
 from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
 from instruct_tune.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
-from instruct_tune.errors import UserError
+from instruct_tune.errors import UserError, clip
+from instruct_tune.params import JudgeBackend
 
 
 class BackendSettings(Protocol):
-    """The params a backend reads: `judge`, `synth.generator` or `synth.auditor`."""
+    """The params a backend reads: `judge`, `synth.generator` or `synth.auditor` (params.py's JudgeParams and
+    SynthLLMParams)."""
 
-    backend: str  # local | openai
+    backend: JudgeBackend
     model: str
     revision: str | None
     base_url: str
@@ -106,8 +107,8 @@ class LocalBackend:
     def _new_context(self) -> Any:
         from llama_cpp import Llama
 
-        # n_threads 0: every core (the judge stage runs alone in `dvc repro`). Beside another CPU job,
-        # llama.cpp's busy-waiting workers slow ~10x: lower judge.n_threads or set OMP_WAIT_POLICY=PASSIVE.
+        # n_threads 0: every core (the stage runs alone in `dvc repro`). Beside another CPU job, llama.cpp's
+        # busy-waiting workers slow ~10x: lower <section>.n_threads or set OMP_WAIT_POLICY=PASSIVE.
         threads = self.params.n_threads or os.cpu_count() or 1
         return Llama(model_path=str(self.path), n_ctx=self.params.n_ctx, n_threads=threads, n_threads_batch=threads,
                      seed=self.params.seed, verbose=False)  # the weights are mmapped: a second context shares them
@@ -318,7 +319,8 @@ class OpenAIBackend:
             base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
         )
         self.formats: list[dict[str, Any] | None] = [
-            {"type": "json_schema", "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
+            {"type": "json_schema",
+             "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
             {"type": "json_object", "schema": copy.deepcopy(schema)},
             {"type": "json_object"},
             None,
@@ -343,15 +345,16 @@ class OpenAIBackend:
                 # A 400/422 most likely means the response format; llama-cpp-python's server answers a
                 # format it does not know with a 500 that names `response_format`.
                 if exc.status_code in (400, 422) or "response_format" in str(exc):
-                    last = f"{exc.status_code}: {self._redact(_short(exc))}"
+                    last = f"{exc.status_code}: {self._redact(clip(str(exc)))}"
                     continue  # try a weaker format
                 if exc.status_code in (401, 403, 404):
                     raise BackendUnavailable(
                         f"{self.section} server {self._url} refused the request "
-                        f"({exc.status_code}: {self._redact(_short(exc))}); "
-                        f"check {self.section}.model and the key in the environment variable {self.params.api_key_env}"
+                        f"({exc.status_code}: {self._redact(clip(str(exc)))}); "
+                        f"check {self.section}.model and the key in the environment variable "
+                        f"{self.params.api_key_env}"
                     ) from None
-                raise JudgmentFailed(f"{self.section} server error {exc.status_code}: {self._redact(_short(exc))}",
+                raise JudgmentFailed(f"{self.section} server error {exc.status_code}: {self._redact(clip(str(exc)))}",
                                      cacheable=False) from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 raise BackendUnavailable(
@@ -370,15 +373,11 @@ class OpenAIBackend:
         self.client.close()
 
 
-def _short(exc: Exception, limit: int = 300) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# `judge.backend` (and `synth.generator.backend`, `synth.auditor.backend`) -> its class: the one registry;
+# params.py's JudgeBackend lists the same names (tests/test_params.py checks it).
+BACKENDS: dict[str, type] = {"local": LocalBackend, "openai": OpenAIBackend}
 
 
 def make_backend(params: BackendSettings, schema: dict[str, Any], section: str = "judge") -> Backend:
     """The backend named by `<section>.backend` (`judge.backend`, `synth.generator.backend`, ...)."""
-    if params.backend == "local":
-        return LocalBackend(params, schema, section)
-    if params.backend == "openai":
-        return OpenAIBackend(params, schema, section)
-    raise UserError(f"params.yaml: {section}.backend: unknown backend {params.backend!r} (local or openai)")
+    return BACKENDS[params.backend](params, schema, section)

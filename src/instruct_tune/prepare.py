@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from instruct_tune.cleaning import DROP_REASONS, Deduplicator, clean_record, drop_reason
 from instruct_tune.errors import UserError
-from instruct_tune.formats import FORMATS, normalise_rows, resolve_format
+from instruct_tune.formats import normalise_rows, resolve_format
 from instruct_tune.params import DataParams, SourceParams
 from instruct_tune.sources import classify, read_rows, read_url
 
@@ -54,8 +54,6 @@ def check_sources(data: DataParams, sources: list[SourceParams] | None = None) -
     seen = set()
     for i, source in enumerate(sources):
         key = f"data.sources[{i}]" if i < len(data.sources) else "the synthesize stage's records"
-        if source.format not in FORMATS:
-            raise UserError(f"params: `{key}.format`: unknown format {source.format!r} (expected one of {', '.join(FORMATS)})")
         if source.count is not None and source.count < 0:
             raise UserError(f"params: `{key}.count` must be >= 0, got {source.count}")
         name = source_name(source)

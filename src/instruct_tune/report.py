@@ -14,9 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+from instruct_tune import errors
 from instruct_tune.io import read_json, read_jsonl
-from instruct_tune.judge import CRITERIA, MAX_TOTAL
 from instruct_tune.markdown import code_span, inert
+from instruct_tune.rubric import CRITERIA, MAX_TOTAL
 from instruct_tune.verify import RULES
 
 STAGES = ("synthesize", "prepare", "eda", "split", "train", "generate", "judge")
@@ -69,8 +70,7 @@ def image(path: Path, report_dir: Path, alt: str) -> str:
 
 def clip(text: str | None, limit: int = 300) -> str:
     """Untrusted text as one inert line of at most `limit` characters."""
-    text = " ".join((text or "").split())
-    return inert(text if len(text) <= limit else text[: limit - 1] + "…")
+    return inert(errors.clip(text or "", limit))
 
 
 def load(folder: Path) -> dict[str, dict[str, Any]]:
@@ -118,8 +118,9 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
     kappa = j.get("kappa")
     if j.get("mode") == "pointwise":
         text = (f"**Judge validity**: its `correct` agrees with strict verification on {pct(j.get('agreement'))} of "
-                f"{valid.get('n')} graded responses, Cohen's kappa **{fmt(kappa)}**; ROC AUC of its factual-correctness "
-                f"score for verified correctness {fmt(j.get('auc_factual'))}.")
+                f"{valid.get('n')} graded responses, Cohen's kappa **{fmt(kappa)}** (95% CI "
+                f"{fmt(j.get('kappa_ci_low'))}–{fmt(j.get('kappa_ci_high'))}, resampling records); ROC AUC of its "
+                f"factual-correctness score for verified correctness {fmt(j.get('auc_factual'))}.")
     else:
         text = (f"**Judge validity**: where exactly one answer is verified correct ({valid.get('n_one_verified')} pairs) "
                 f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
@@ -307,9 +308,7 @@ def section_rules() -> list[str]:
             "", table(["task family", "rule"], [[t, inert(r)] for t, r in sorted(RULES.items())])]
 
 
-def build_report(metrics_dir: Path = Path("metrics"), plots_dir: Path = Path("plots"),
-                 judgments_path: Path = Path("data/judgments.jsonl"), out_path: Path = Path("REPORT.md"),
-                 examples: int = 5) -> str:
+def build_report(metrics_dir: Path, plots_dir: Path, judgments_path: Path, out_path: Path, *, examples: int) -> str:
     """Assemble REPORT.md's text from the pipeline's outputs."""
     out_dir = out_path.parent
     m, b = load(metrics_dir), load(metrics_dir / "breakdown")

@@ -13,6 +13,7 @@ Every error is a UserError naming the file (or URL, or hub id), the line or reco
 from __future__ import annotations
 
 import csv
+import email.message
 import hashlib
 import io
 import json
@@ -23,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from instruct_tune.errors import UserError
 from instruct_tune.formats import Row
@@ -51,12 +52,13 @@ def classify(uri: str) -> tuple[str, str]:
     if uri.startswith("file://"):
         uri = urllib.parse.unquote(uri[len("file://"):])
     elif _SCHEME_RE.match(uri):
-        raise UserError(f"{uri}: unknown URI scheme '{_SCHEME_RE.match(uri).group(1)}' (use a local path, hf:<dataset id>, "
-                        f"http(s)://..., or builtin:{'|'.join(BUILTINS)})")
+        raise UserError(f"{uri}: unknown URI scheme '{_SCHEME_RE.match(uri).group(1)}' "
+                        f"(use a local path, hf:<dataset id>, http(s)://..., or builtin:{'|'.join(BUILTINS)})")
     path = Path(uri).expanduser()
     if path.is_dir():
         return "directory", str(path)
-    if path.exists() or path.suffix.lower() in FILE_TYPES or uri.startswith((".", "/", "~")) or not _HUB_ID_RE.match(uri):
+    if (path.exists() or path.suffix.lower() in FILE_TYPES or uri.startswith((".", "/", "~"))
+            or not _HUB_ID_RE.match(uri)):
         return "file", str(path)
     return "hub", uri
 
@@ -78,7 +80,8 @@ def read_file(path: Path, display: str | None = None) -> list[Row]:
     display = display or str(path)
     suffix = path.suffix.lower()
     if suffix not in FILE_TYPES:
-        raise UserError(f"{display}: unsupported file type '{suffix or '(none)'}' (expected one of {', '.join(FILE_TYPES)})")
+        raise UserError(f"{display}: unsupported file type '{suffix or '(none)'}' "
+                        f"(expected one of {', '.join(FILE_TYPES)})")
     if not path.is_file():
         raise UserError(f"{display}: file not found")
     if suffix == ".parquet":
@@ -144,7 +147,8 @@ def _read_utf8(path: Path, display: str) -> str:
         text = data.decode("utf-8-sig")  # a byte-order mark is tolerated
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise UserError(f"{display}: line {line}: not UTF-8 text (byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
+        raise UserError(f"{display}: line {line}: not UTF-8 text "
+                        f"(byte {exc.start}: {data[exc.start:exc.start + 1]!r})") from None
     if not text.strip():
         raise UserError(f"{display}: the file is empty")
     return text.replace("\r\n", "\n")
@@ -200,7 +204,8 @@ def _parquet_rows(path: Path, display: str) -> list[Row]:
 class _NoDowngradeRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects between http(s) URLs only, never from https down to plain http."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 (urllib's signature)
+    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+                         headers: email.message.Message, newurl: str) -> urllib.request.Request | None:
         new_scheme = urllib.parse.urlsplit(newurl).scheme.lower()
         old_scheme = urllib.parse.urlsplit(req.full_url).scheme.lower()
         if new_scheme not in ("http", "https"):
@@ -267,7 +272,8 @@ def read_url(url: str, max_mb: float = DEFAULT_MAX_DOWNLOAD_MB, timeout_s: float
     """Download `url` to a temporary file and read it by the extension of the URL's path: (rows, SHA-256)."""
     suffix = Path(urllib.parse.urlparse(url).path).suffix.lower()
     if suffix not in FILE_TYPES:
-        raise UserError(f"{url}: cannot tell the file type from the URL (its path must end in one of {', '.join(FILE_TYPES)})")
+        raise UserError(f"{url}: cannot tell the file type from the URL "
+                        f"(its path must end in one of {', '.join(FILE_TYPES)})")
     with tempfile.TemporaryDirectory(prefix="instruct-tune-") as tmp:
         path = Path(tmp) / f"download{suffix}"
         digest = download(url, path, max_mb, timeout_s, sha256)
@@ -282,7 +288,8 @@ def read_hub(name: str, split: str) -> list[Row]:
         dataset = datasets.load_dataset(name, split=split)
     except Exception as exc:  # datasets raises many types (connection, not found, bad split): all are the user's to fix
         message = " ".join(str(exc).split())[:300]
-        raise UserError(f"hub dataset '{name}' (split '{split}'): cannot load it: {type(exc).__name__}: {message}") from None
+        raise UserError(f"hub dataset '{name}' (split '{split}'): cannot load it: "
+                        f"{type(exc).__name__}: {message}") from None
     rows = [Row(f"hub dataset '{name}' ({split}): row {i}", item) for i, item in enumerate(dataset, 1)]
     if not rows:
         raise UserError(f"hub dataset '{name}' (split '{split}'): no records")
@@ -294,7 +301,8 @@ def read_hub(name: str, split: str) -> list[Row]:
 def read_builtin(name: str, count: int | None, seed: int) -> list[Row]:
     """Records of a built-in generator as alpaca rows (with `answer` and `task`)."""
     if name not in BUILTINS:
-        raise UserError(f"builtin:{name}: unknown built-in source (available: {', '.join('builtin:' + b for b in BUILTINS)})")
+        available = ", ".join("builtin:" + b for b in BUILTINS)
+        raise UserError(f"builtin:{name}: unknown built-in source (available: {available})")
     from instruct_tune.tasks import generate_tasks  # imported here: only builtin sources need the generator
 
     records: list[dict[str, Any]] = generate_tasks(BUILTIN_DEFAULT_COUNT if count is None else count, seed)

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import iter_jsonl
+from instruct_tune import io
+from instruct_tune.errors import UserError
 from instruct_tune.params import SplitParams
 
 REQUIRED = ("id", "source", "instruction", "input", "output")
@@ -28,16 +28,8 @@ DIGITS = 4
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """Read prepared records, checking the fields that split and eda rely on (error names line and field)."""
-    records = []
-    for lineno, record in iter_jsonl(path):
-        for name in REQUIRED:
-            if not isinstance(record.get(name), str):
-                got = "missing" if name not in record else f"{type(record[name]).__name__} {record[name]!r:.40}"
-                raise UserError(f"{where(path, lineno, name)}: expected a string, got {got}")
-        records.append(record)
-    if not records:
-        raise UserError(f"{path}: no records (run the prepare stage first, or check data.sources)")
-    return records
+    return io.read_records(path, required=REQUIRED,
+                           if_empty="no records (run the prepare stage first, or check data.sources)")
 
 
 def _round(x: float) -> float:

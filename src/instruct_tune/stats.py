@@ -24,7 +24,8 @@ def bootstrap_ci(values: Sequence[float], samples: int, seed: int) -> tuple[floa
     return float(low), float(high)
 
 
-def paired_difference(first: Sequence[float], second: Sequence[float], samples: int, seed: int) -> dict[str, float | None]:
+def paired_difference(first: Sequence[float], second: Sequence[float], samples: int,
+                      seed: int) -> dict[str, float | None]:
     """mean(first - second) over paired records, with a seeded paired-bootstrap 95% interval."""
     if len(first) != len(second):
         raise ValueError(f"paired samples differ in length: {len(first)} and {len(second)}")
@@ -65,6 +66,33 @@ def agreement(judged: Sequence[bool], truth: Sequence[bool]) -> dict[str, float 
         return {"n": n, "agreement": _r(agree), "kappa": None, **counts}  # one label only: kappa is undefined
     kappa = cohen_kappa_score([bool(j) for j, _ in pairs], [bool(t) for _, t in pairs], labels=[False, True])
     return {"n": n, "agreement": _r(agree), "kappa": None if np.isnan(kappa) else _r(kappa), **counts}
+
+
+def kappa_ci(judged: Sequence[bool], truth: Sequence[bool], groups: Sequence[str], samples: int, seed: int
+             ) -> tuple[float | None, float | None]:
+    """Seeded 95% bootstrap interval of Cohen's kappa, resampling whole groups (records): the two responses
+    to one record are graded on the same question, so they are not independent draws. Resamples in which
+    kappa is undefined (one label only) are left out; None when every resample is."""
+    if len(judged) != len(truth) or len(judged) != len(groups):
+        raise ValueError(f"kappa_ci: {len(judged)} judged, {len(truth)} truths and {len(groups)} groups")
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    if not ids:
+        return None, None
+    index = np.array([ids[g] for g in groups])
+    j, t = np.asarray(judged, dtype=float), np.asarray(truth, dtype=float)
+    per_group = np.stack([np.bincount(index, weights=w, minlength=len(ids))
+                          for w in (np.ones_like(j), j * t + (1 - j) * (1 - t), j, t)])  # n, agree, judged, truth
+    draws = np.random.default_rng(seed).integers(0, len(ids), size=(samples, len(ids)))
+    n, agree, pj, pt = per_group[:, draws].sum(axis=2)
+    pj, pt = pj / n, pt / n
+    p_e = pj * pt + (1 - pj) * (1 - pt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappas = (agree / n - p_e) / (1 - p_e)
+    kappas = kappas[np.isfinite(kappas)]
+    if not len(kappas):
+        return None, None
+    low, high = np.percentile(kappas, [2.5, 97.5])
+    return _r(low), _r(high)
 
 
 def roc_auc(scores: Sequence[float], truth: Sequence[bool]) -> float | None:

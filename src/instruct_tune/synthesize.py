@@ -1,9 +1,10 @@
 """The `synthesize` stage: instruction records written by an LLM from your documents, audited by an LLM.
 
 The reference study's data method, in five steps:
-1. read every document under `synth.documents` (sorted, hidden files skipped): `.txt` and `.md` as text,
-   `.html`/`.htm` as their text content, `.json` (a list of objects, or one object) and `.jsonl` (one object
-   a line) with the text in the field `synth.text_field`; any other file is an error naming it;
+1. read every document under `synth.documents` (sorted, hidden files skipped): `.txt` and `.md` as text (UTF-8,
+   a byte-order mark tolerated), `.html`/`.htm` as their text content, `.json` (a list of objects, or one object;
+   read by `io.read_json`) and `.jsonl` (one object a line; read by `io.iter_records`) with the text in the field
+   `synth.text_field`; any other file is an error naming it;
 2. split each document into passages of at most `passage_chars` characters (at blank lines, then sentence
    ends, then spaces). A passage keeps its provenance: the document, its record or line for JSON, and its
    character offsets, so that `text[start:end]` is the passage. Passages shorter than `min_passage_chars`
@@ -26,9 +27,11 @@ The rules come first because a 1.5B auditor misses what they catch (measured on 
 kept a Portuguese example, an answer naming an architect the passage never mentions, and the reference
 study's own "Name the stadium" leak).
 Kept examples go to data/synth/records.jsonl, which `prepare` reads as one more source (its leakage and
-duplicate filters apply there too). Every call is cached (the judge's `JudgeCache`, data/synth_cache/) under a
-hash of everything that decides its answer: the messages, the schema, the sampling, the model's identity. A
-rerun on the same passages and prompts makes no call, and a killed run resumes after its last finished call.
+duplicate filters apply there too). Every call is cached (the judge's `JudgeCache`; the stage's --cache,
+data/synth_cache/) under a hash of everything that decides its answer: the messages (the prompt text as sent), the
+schema, the model's identity and every param of the LLM's section that can change an answer (all but those
+params.py marks `operational`). A rerun on the same passages and prompts makes no call, and a killed run resumes
+after its last finished call.
 """
 
 from __future__ import annotations
@@ -50,11 +53,11 @@ from tqdm import tqdm
 
 from instruct_tune.api_keys import check_endpoint
 from instruct_tune.cleaning import normalise_whitespace
-from instruct_tune.errors import UserError
-from instruct_tune.io import jsonl_line, write_file_set, write_json
+from instruct_tune.errors import UserError, clip
+from instruct_tune.io import iter_records, jsonl_line, read_json, write_file_set, write_json
 from instruct_tune.judge import JudgeCache, RunStats, neutralise
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
-from instruct_tune.params import SynthLLMParams, SynthParams
+from instruct_tune.params import SynthLLMParams, SynthParams, fingerprint
 
 DOCUMENT_TYPES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
 TASKS = ("question", "summary", "rewrite", "classification", "extraction")
@@ -122,7 +125,7 @@ def html_to_text(html: str) -> str:
 
 
 def _read_text(path: Path, name: str) -> str:
-    """A document file's text: UTF-8 (a byte-order mark tolerated), newlines as \\n; errors name the line."""
+    """A text document's text: UTF-8 (a byte-order mark tolerated), newlines as \\n; errors name the line."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -137,6 +140,10 @@ def _read_text(path: Path, name: str) -> str:
         raise UserError(f"{name}: line {line}: contains a NUL byte: the file is binary or not UTF-8 text (UTF-16?)")
     if not text.strip():
         raise UserError(f"{name}: the document is empty")
+    return _newlines(text)
+
+
+def _newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -148,7 +155,7 @@ def _text_field(value: Any, where: str, field: str) -> str:
         raise UserError(f"{where}: missing field '{field}' (synth.text_field names the field that holds the text)")
     if not isinstance(value[field], str):
         raise UserError(f"{where}: field '{field}': expected a string, got {type(value[field]).__name__}")
-    return value[field].replace("\r\n", "\n").replace("\r", "\n")
+    return _newlines(value[field])
 
 
 def read_document(path: Path, name: str, text_field: str) -> list[Document]:
@@ -157,32 +164,20 @@ def read_document(path: Path, name: str, text_field: str) -> list[Document]:
     if suffix not in DOCUMENT_TYPES:
         raise UserError(f"{name}: unsupported document type '{suffix or '(none)'}' (synth reads "
                         f"{', '.join(DOCUMENT_TYPES)}); convert it, or move it out of the documents folder")
-    text = _read_text(path, name)
-    if suffix in (".html", ".htm"):
-        return [Document(name, None, html_to_text(text))]
     if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{name}: line {exc.lineno}: malformed JSON: {exc.msg}") from None
-        except RecursionError:
-            raise UserError(f"{name}: JSON nested too deeply to read") from None
+        data = read_json(path)
         items = data if isinstance(data, list) else [data]
         return [Document(name, i, _text_field(item, f"{name}: record {i}", text_field))
                 for i, item in enumerate(items, start=1)]
     if suffix == ".jsonl":
-        docs = []
-        for lineno, line in enumerate(text.split("\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{name}: line {lineno}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-            except RecursionError:
-                raise UserError(f"{name}: line {lineno}: JSON nested too deeply to read") from None
-            docs.append(Document(name, lineno, _text_field(item, f"{name}: line {lineno}", text_field)))
+        docs = [Document(name, lineno, _newlines(record[text_field]))
+                for lineno, record in iter_records(path, required=(text_field,))]
+        if not docs:
+            raise UserError(f"{name}: the document is empty")
         return docs
+    text = _read_text(path, name)
+    if suffix in (".html", ".htm"):
+        return [Document(name, None, html_to_text(text))]
     return [Document(name, None, text)]
 
 
@@ -548,13 +543,18 @@ class Call:
     messages: list[dict[str, str]]
 
 
+def keyed_params(llm: SynthLLMParams) -> dict[str, Any]:
+    """The LLM params that can change an answer: all but the operational ones (params.py marks them) and `n_ctx`
+    of a server (not ours to set); a new param keys answers unless it is marked."""
+    return {k: v for k, v in fingerprint(llm).items() if not (k == "n_ctx" and llm.backend != "local")}
+
+
 def call_key(kind: str, messages: list[dict[str, str]], schema: dict[str, Any], llm: SynthLLMParams, model_id: str,
              max_tokens: int, retries: int) -> str:
     """Everything that decides an answer, hashed: change any of it and a cached answer is not reused."""
     material = {
         "kind": kind, "messages": messages, "schema": schema, "model": model_id, "retries": retries,
-        "sampling": {"temperature": llm.temperature, "max_tokens": max_tokens, "seed": llm.seed},
-        "n_ctx": llm.n_ctx if llm.backend == "local" else None,
+        "max_tokens": max_tokens, "params": keyed_params(llm),
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
@@ -660,27 +660,27 @@ class SynthResult:
 
 
 def check_params(params: SynthParams) -> None:
-    """Fail on settings that cannot work, before any document is read."""
-    rules = [
-        ("passage_chars", params.passage_chars >= 100, "must be >= 100"),
-        ("min_passage_chars", 0 <= params.min_passage_chars <= params.passage_chars,
+    """Fail on settings that cannot work (the ranges that params.py's types do not say), before any document is
+    read: `params.yaml: synth.KEY: what, got value`."""
+    rules: list[tuple[str, Any, bool, str]] = [
+        ("passage_chars", params.passage_chars, params.passage_chars >= 100, "must be >= 100"),
+        ("min_passage_chars", params.min_passage_chars, 0 <= params.min_passage_chars <= params.passage_chars,
          "must be between 0 and synth.passage_chars"),
-        ("max_passages", params.max_passages is None or params.max_passages >= 1, "must be >= 1 or null"),
-        ("per_passage", params.per_passage >= 1, "must be >= 1"),
-        ("input_share", 0.0 <= params.input_share <= 1.0, "must be between 0 and 1"),
-        ("retries", params.retries >= 0, "must be >= 0"),
-        ("samples", params.samples >= 0, "must be >= 0"),
-        ("language", bool(params.language.strip()), "must not be empty"),
-        ("text_field", bool(params.text_field), "must not be empty"),
+        ("max_passages", params.max_passages, params.max_passages is None or params.max_passages >= 1,
+         "must be >= 1 or null"),
+        ("per_passage", params.per_passage, params.per_passage >= 1, "must be >= 1"),
+        ("input_share", params.input_share, 0.0 <= params.input_share <= 1.0, "must be between 0 and 1"),
+        ("retries", params.retries, params.retries >= 0, "must be >= 0"),
+        ("samples", params.samples, params.samples >= 0, "must be >= 0"),
+        ("language", params.language, bool(params.language.strip()), "must not be empty"),
+        ("text_field", params.text_field, bool(params.text_field), "must not be empty"),
     ]
     for role, llm in (("generator", params.generator), ("auditor", params.auditor)):
-        rules += [(f"{role}.backend", llm.backend in ("local", "openai"),
-                   f"must be local or openai, got {llm.backend!r}"),
-                  (f"{role}.max_tokens", llm.max_tokens >= 1, "must be >= 1"),
-                  (f"{role}.concurrency", llm.concurrency >= 1, "must be >= 1")]
-    for key, ok, rule in rules:
+        rules += [(f"{role}.max_tokens", llm.max_tokens, llm.max_tokens >= 1, "must be >= 1"),
+                  (f"{role}.concurrency", llm.concurrency, llm.concurrency >= 1, "must be >= 1")]
+    for key, value, ok, rule in rules:
         if not ok:
-            raise UserError(f"params.yaml: synth.{key} {rule}")
+            raise UserError(f"params.yaml: synth.{key}: {rule}, got {value!r}")
     for role, llm in (("generator", params.generator), ("auditor", params.auditor)):
         if llm.backend == "openai":  # the key's rules, for both LLMs before either is asked anything
             check_endpoint(llm.base_url, llm.allow_insecure_http, f"synth.{role}")
@@ -696,7 +696,8 @@ def empty_result(params: SynthParams) -> SynthResult:
 
 def check_tracked(documents: str, deps: list[str]) -> None:
     """The documents folder must lie inside a dep of the `synthesize` stage, or DVC would not rerun the stage
-    when a document changes (`deps` as dvc.yaml lists them, relative to the working directory)."""
+    when a document changes. The stage passes its --documents folder, which dvc.yaml lists as its dep
+    (tests/test_contracts.py keeps the two the same); paths relative to the working directory."""
     target = Path(documents).resolve()
     for dep in deps:
         folder = Path(dep).resolve()
@@ -706,7 +707,8 @@ def check_tracked(documents: str, deps: list[str]) -> None:
     raise UserError(
         f"params.yaml: synth.documents: {documents} is not inside a dep of the `synthesize` stage in dvc.yaml "
         f"({', '.join(data_deps) or 'none'}), so DVC would not rerun it when a document changes: put the "
-        f"documents under documents/, or add the folder to the stage's deps"
+        f"documents under documents/, or make their folder the stage's --documents in its cmd and its dep in place "
+        f"of documents"
     )
 
 
@@ -793,7 +795,7 @@ def synthesize(params: SynthParams, cache_dir: Path, progress: bool = True) -> S
             params.auditor.max_tokens, parse_audit, params.retries, cache, "synthesize: audit", progress)
         for row, verdict in zip(to_audit, verdicts, strict=True):
             if verdict["parsed"] is None:
-                row.update(verdict="audit_failed", by="audit", note=verdict["error"][:300])
+                row.update(verdict="audit_failed", by="audit", note=clip(verdict["error"]))
             else:
                 row.update(verdict=verdict["parsed"]["verdict"], by="audit", note=verdict["parsed"]["note"])
 

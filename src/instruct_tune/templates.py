@@ -12,9 +12,11 @@ a token id (not as text), so it is always exactly one real eos token, even when 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
-TEMPLATES = ("alpaca", "chatml", "dialogue")
+from instruct_tune.params import Template
+
+TEMPLATES = get_args(Template)  # the names params.yaml allows for `train.template`
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -40,7 +42,8 @@ def _user_message(instruction: str, input_text: str) -> str:
     return f"{instruction}\n\n{input_text}" if input_text else instruction
 
 
-def format_chatml(instruction: str, input_text: str = "", tokenizer: Any = None, chat_template: str | None = None) -> str:
+def format_chatml(instruction: str, input_text: str = "", tokenizer: Any = None,
+                  chat_template: str | None = None) -> str:
     """The tokenizer's chat template with a generation prompt, or plain ChatML if it has none."""
     messages = [{"role": "user", "content": _user_message(instruction, input_text)}]
     template = chat_template or getattr(tokenizer, "chat_template", None)

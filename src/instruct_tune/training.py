@@ -9,7 +9,8 @@ The pieces, one idea each:
   position, not by token id); packing puts several examples in a row with restarting position ids, which
   transformers turns into a block-diagonal attention mask, so packed examples never see each other.
 - `train`: the Trainer run (full or LoRA), resumable from `models/checkpoints` (guarded by a fingerprint of
-  the params and data), logged with DVCLive, evaluated on the whole validation set, best checkpoint kept.
+  the params and the token ids trained on), logged with DVCLive, evaluated on the whole validation set, best
+  checkpoint kept.
 
 Why transformers' Trainer and not TRL's SFTTrainer: the label rules above (offsets, kept eos, trim-left,
 drop-and-count) are this project's own, and SFTTrainer would re-tokenise and re-mask by its own rules; the
@@ -28,22 +29,23 @@ import resource
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from instruct_tune.errors import UserError, where
-from instruct_tune.io import iter_jsonl, write_json
+from instruct_tune.errors import UserError
+from instruct_tune.io import read_records, write_json
 from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
-from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams
-from instruct_tune.templates import TEMPLATES, format_prompt
+from instruct_tune.params import LoraParams, ModelParams, TrainParams, fingerprint
+from instruct_tune.templates import format_prompt
+
+if TYPE_CHECKING:  # for the callbacks' annotations only
+    from transformers import TrainerControl, TrainerState, TrainingArguments
 
 IGNORE_INDEX = -100  # label value the loss ignores
 FINGERPRINT = "fingerprint.json"
-# Fields that change how a run is carried out, not what it computes: changing them keeps checkpoints valid.
-OPERATIONAL_FIELDS = ("num_threads", "save_total_limit", "keep_checkpoints", "report_to")
 # Per-architecture LoRA targets: the attention projections, as in the LoRA paper's default.
 LORA_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
                 "qwen2": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "phi3": ["qkv_proj"]}
@@ -51,15 +53,15 @@ LORA_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["
 
 @dataclass
 class TrainPaths:
-    """Where the stage reads and writes, relative to the working directory."""
+    """Where the stage reads and writes (dvc.yaml's `cmd` names them: `--train PATH --val PATH ...`)."""
 
-    train: Path = Path("data/split/train.jsonl")
-    val: Path = Path("data/split/val.jsonl")
-    model_dir: Path = Path("models/tuned")
-    checkpoints: Path = Path("models/checkpoints")
-    metrics: Path = Path("metrics/train.json")
-    breakdown: Path = Path("metrics/breakdown/train.json")
-    plots: Path = Path("plots/train")
+    train: Path
+    val: Path
+    model_dir: Path
+    checkpoints: Path  # scratch resume state, git-ignored, not a DVC out
+    metrics: Path
+    breakdown: Path
+    plots: Path
 
 
 # The numbers metrics/train.json declares to DVC; the rest of a run's figures go to the breakdown file.
@@ -110,15 +112,7 @@ def encode_example(
 
 def read_split(path: Path) -> list[dict[str, Any]]:
     """Records of a split file; a missing or mistyped `instruction`/`input`/`output` names file, line, field."""
-    records = []
-    for lineno, record in iter_jsonl(path):
-        for name in ("instruction", "output"):
-            if not isinstance(record.get(name), str):
-                raise UserError(f"{where(path, lineno, name)}: expected a string, got {record.get(name)!r}")
-        if not isinstance(record.get("input", "") or "", str):
-            raise UserError(f"{where(path, lineno, 'input')}: expected a string, got {record.get('input')!r}")
-        records.append(record)
-    return records
+    return read_records(path, required=("instruction", "output"), optional=("input",))
 
 
 def build_examples(
@@ -210,16 +204,8 @@ def accepts_logits_to_keep(model: Any) -> bool:
 
 
 def check_train_params(train: TrainParams, model: ModelParams, device: torch.device) -> None:
-    """Reject bad values and CPU-incompatible options before the model is loaded."""
-    from transformers.trainer_utils import SchedulerType
-    from transformers.training_args import OptimizerNames
-
-    choices = {"template": TEMPLATES, "loss_on": ("response", "all"), "overlong": ("trim_prompt", "drop"),
-               "scheduler": tuple(s.value for s in SchedulerType), "optimizer": tuple(o.value for o in OptimizerNames)}
-    for name, allowed in choices.items():
-        value = getattr(train, name)
-        if value not in allowed:
-            raise UserError(f"params.yaml: `train.{name}`: unknown value {value!r} (one of {', '.join(allowed)})")
+    """Reject out-of-range or inconsistent values and CPU-incompatible options before the model is loaded (the
+    allowed names of `template`, `scheduler`, `optimizer`, ... are checked when params.yaml is read)."""
     positive = {"max_length": 2, "batch_size": 1, "grad_accum": 1, "eval_steps": 1, "logging_steps": 1, "save_steps": 1}
     for name, low in positive.items():
         if getattr(train, name) < low:
@@ -272,33 +258,19 @@ def apply_lora(model: Any, lora: LoraParams, seed: int) -> Any:
     return get_peft_model(model, config)
 
 
-def load_trained(path: str | Path, base: ModelParams, device: torch.device | None = None) -> Any:
-    """Load what `train` wrote: full weights, or a LoRA adapter on top of the base model in `base`."""
-    path = Path(path)
-    if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(load_model(base, device), str(path)).eval()
-    saved = ModelParams(**{**asdict(base), "name": str(path), "gguf_file": None, "revision": None})
-    return load_model(saved, device).eval()
-
-
 # ---------------------------------------------------------------- checkpoints and resume
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def checkpoint_fingerprint(model: ModelParams, train: TrainParams, train_rows: list[dict[str, list[int]]],
+                           val_examples: list[dict[str, list[int]]]) -> dict[str, Any]:
+    """What a checkpoint depends on: the `model` and `train` params but their operational fields, and the token
+    ids and labels it trains and evaluates on, which carry the data, the prompt templates' text, the tokenizer and
+    the label rules; so an edited prompt never resumes from checkpoints made with the old one."""
+    def digest(rows: list[dict[str, list[int]]]) -> str:
+        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
 
-
-def fingerprint(params: Params, paths: TrainPaths) -> dict[str, Any]:
-    """What a checkpoint depends on: the `model` and `train` params (operational knobs aside) and the data."""
-    train = {k: v for k, v in asdict(params.train).items() if k not in OPERATIONAL_FIELDS}
-    return {"model": asdict(params.model), "train": train,
-            "train_data": file_sha256(paths.train), "val_data": file_sha256(paths.val)}
+    return {"model": fingerprint(model), "train": fingerprint(train), "train_rows": digest(train_rows),
+            "val_examples": digest(val_examples)}
 
 
 def _checkpoint_dirs(folder: Path) -> list[Path]:
@@ -406,13 +378,16 @@ class _Throughput(_callback_base()):
         self._start = 0.0
         self._tokens_before: int | None = None
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         self._tokens_before = state.num_input_tokens_seen
 
-    def on_step_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                      **kwargs: Any) -> None:
         self._start = time.perf_counter()
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
         self.seconds += time.perf_counter() - self._start
         self.tokens = state.num_input_tokens_seen - (self._tokens_before or 0)
 
@@ -420,7 +395,8 @@ class _Throughput(_callback_base()):
 class _EvalAtEnd(_callback_base()):
     """Evaluate and save after the last step too, so the final weights compete for 'best'."""
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> TrainerControl:
         if state.global_step >= state.max_steps:
             control.should_log = True
             control.should_evaluate = True
@@ -453,11 +429,13 @@ class _LiveLogger(_callback_base()):
         if logged:
             self.live.make_summary()
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
         for entry in state.log_history:  # restored from a checkpoint when resuming
             self._log(entry, entry["step"])
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         if logs:
             self._log(logs, state.global_step)
 
@@ -643,12 +621,11 @@ def write_loss_chart(history: list[dict[str, Any]], path: Path) -> None:
     line_png(path, series, title="Loss by step", xlabel="step", ylabel="loss", markers=True)
 
 
-def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | None:
+def train(model_params: ModelParams, train_params: TrainParams, paths: TrainPaths) -> dict[str, Any] | None:
     """Run the `train` stage; return the metrics (on the main process; None on the others)."""
     from transformers import Trainer, set_seed
 
-    paths = paths or TrainPaths()
-    tp, mp = params.train, params.model
+    tp, mp = train_params, model_params
     device = pick_device(mp.device)
     check_train_params(tp, mp, device)
     if tp.num_threads > 0:
@@ -673,10 +650,12 @@ def train(params: Params, paths: TrainPaths | None = None) -> dict[str, Any] | N
     autocast_dtype = compute_dtype if compute_dtype in (torch.bfloat16, torch.float16) else None
     if autocast_dtype is not None and not tp.lora.enabled:
         mp = replace(mp, dtype="float32")
-    args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)  # initialises torch.distributed under torchrun
+    # (creating the arguments initialises torch.distributed under torchrun)
+    args = training_arguments(tp, paths.checkpoints, device, autocast_dtype)
     with args.main_process_first(desc="checkpoints"):
         if args.process_index == 0:
-            prepare_checkpoints(paths.checkpoints, fingerprint(params, paths))
+            prepare_checkpoints(paths.checkpoints, checkpoint_fingerprint(model_params, tp, train_examples,
+                                                                          val_examples))
     resume = last_checkpoint(paths.checkpoints)
     if resume and args.process_index == 0:
         print(f"train: resuming from {resume}")
