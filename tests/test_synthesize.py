@@ -501,6 +501,21 @@ def test_settings_that_cannot_work_name_their_key(tmp_path: Path) -> None:
         params_from_dict({"synth": {"generator": {"temperature": "hot"}}})
 
 
+def test_the_stage_shares_the_judges_cache_and_backends_but_not_its_prompts() -> None:
+    """A judge prompt edit must not rerun this stage: it imports the cache, the call counting and `neutralise` from
+    their own modules (the judge imports the same objects), never judge.py."""
+    from test_contracts import import_closure
+
+    from instruct_tune import judge, llm_cache, prompt_text
+
+    closure = import_closure(REPO / "stages" / "synthesize.py")
+    assert "instruct_tune.judge" not in closure and "instruct_tune.rubric" not in closure
+    assert {"instruct_tune.llm_cache", "instruct_tune.prompt_text", "instruct_tune.judge_backends"} <= set(closure)
+    assert (judge.JudgeCache, judge.RunStats, judge.neutralise) == (llm_cache.JudgeCache, llm_cache.RunStats,
+                                                                   prompt_text.neutralise)
+    assert (S.JudgeCache, S.RunStats, S.neutralise) == (judge.JudgeCache, judge.RunStats, judge.neutralise)
+
+
 def test_documents_outside_the_stage_deps_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "documents" / "mine").mkdir(parents=True)

@@ -27,11 +27,12 @@ The rules come first because a 1.5B auditor misses what they catch (measured on 
 kept a Portuguese example, an answer naming an architect the passage never mentions, and the reference
 study's own "Name the stadium" leak).
 Kept examples go to data/synth/records.jsonl, which `prepare` reads as one more source (its leakage and
-duplicate filters apply there too). Every call is cached (the judge's `JudgeCache`; the stage's --cache,
-data/synth_cache/) under a hash of everything that decides its answer: the messages (the prompt text as sent), the
-schema, the model's identity and every param of the LLM's section that can change an answer (all but those
-params.py marks `operational`). A rerun on the same passages and prompts makes no call, and a killed run resumes
-after its last finished call.
+duplicate filters apply there too). Every call is cached (`llm_cache.JudgeCache`, as the judge's; the stage's
+--cache, data/synth_cache/) under a hash of everything that decides its answer: the messages (the prompt text as
+sent), the schema, the model's identity and every param of the LLM's section that can change an answer (all but
+those params.py marks `operational`). A rerun on the same passages and prompts makes no call, and a killed run
+resumes after its last finished call. This module imports neither the judge nor its prompts: editing those never
+reruns this stage.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -55,9 +55,10 @@ from instruct_tune.api_keys import check_endpoint
 from instruct_tune.cleaning import normalise_whitespace
 from instruct_tune.errors import UserError, clip
 from instruct_tune.io import iter_records, jsonl_line, read_json, write_file_set, write_json
-from instruct_tune.judge import JudgeCache, RunStats, neutralise
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
+from instruct_tune.llm_cache import JudgeCache, RunStats, run_parallel
 from instruct_tune.params import SynthLLMParams, SynthParams, fingerprint
+from instruct_tune.prompt_text import neutralise
 
 DOCUMENT_TYPES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
 TASKS = ("question", "summary", "rewrite", "classification", "extraction")
@@ -615,7 +616,7 @@ def run_calls(calls: list[Call], backend: Backend, cache: JudgeCache,
             for call in todo.values():
                 record(call, ask(call, stats))
         else:
-            _run_parallel(list(todo.values()), backend.max_workers, lambda call: ask(call, stats), record)
+            run_parallel(list(todo.values()), backend.max_workers, lambda call: ask(call, stats), record)
     except BackendUnavailable as exc:
         done = sum(1 for key in todo if key in results)
         raise UserError(f"{exc}. {done} of {len(todo)} new calls finished and are kept in {cache.path}; "
@@ -623,24 +624,6 @@ def run_calls(calls: list[Call], backend: Backend, cache: JudgeCache,
     finally:
         bar.close()
     return results, stats
-
-
-def _run_parallel(todo: list[Call], workers: int, ask: Callable[[Call], dict[str, Any]],
-                  record: Callable[[Call, dict[str, Any]], None]) -> None:
-    pool = ThreadPoolExecutor(max_workers=workers)
-    futures = {pool.submit(ask, call): call for call in todo}
-    recorded = set()
-    try:
-        for future in as_completed(futures):
-            record(futures[future], future.result())
-            recorded.add(future)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # in-flight calls end (bounded by the timeout)...
-        for future, call in futures.items():  # ...and every answer that arrived is kept
-            if future not in recorded and future.done() and not future.cancelled() and future.exception() is None:
-                record(call, future.result())
-        raise
-    pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------- the stage
