@@ -105,8 +105,24 @@ def test_filler_words_are_never_answers(records: list[dict[str, str]]) -> None:
 
 # (family, instruction, input, answer, response, expected). Numbers written as words count only in a response
 # without digits ("Seventeen."); a reasoning-first answer whose first new number is an intermediate result
-# fails (a known false negative of the first-new-number rule).
+# fails (a known false negative of the first-new-number rule) unless it ends on a conclusion ("So the answer is
+# 68."), which then decides, whatever the reasoning named before it.
 CASES = [
+    # a concluding sentence that ends the response decides
+    ("comparison", "Which is the largest number: 255, 228 or 135?", "", "255",
+     "First, 255 * 228 = 69074. Therefore, the largest number is 135.", False, "concluded-wrong-after-right"),
+    ("comparison", "Which is the largest number: 255, 228 or 135?", "", "255",
+     "Maybe 135? Let me check again. So the largest is 255.", True, "concluded-right-after-wrong"),
+    ("arithmetic", "What is 17 plus 25?", "", "42", "17 + 20 = 37, then 5 more. The answer is 42.", True,
+     "reasoning-then-answer"),
+    ("arithmetic", "What is 17 plus 25?", "", "42", "42 looks close. So the answer is 43.", False,
+     "concluded-wrong-after-right"),
+    ("arithmetic", "What is 12 plus 5?", "", "17", "The answer is 18. Then 12 + 5 = 17 anyway.", False,
+     "conclusion-not-at-the-end"),
+    ("percentage", "What is 20% of 340?", "", "68", "To find 20% of 340, multiply 340 by 0.2.\nSo the answer is 68.",
+     True, "reasoning-then-conclusion"),
+    ("sorting", "Sort these numbers in ascending order.", "9, 2, 5", "2, 5, 9",
+     "First 9, then 5, then 2? No. So the sorted list is:\n1. 2\n2. 5\n3. 9", True, "concluded-list"),
     # arithmetic
     ("arithmetic", "What is 12 plus 5?", "", "17", "12 + 5 = 17.", True, "equation"),
     ("arithmetic", "What is 12 plus 5?", "", "17", "The answer is 17.", True, "plain"),

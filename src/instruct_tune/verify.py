@@ -12,6 +12,10 @@ passes rambling answers that merely mention the target ("The number 326 is less 
   commits to ("is X", "becomes X", its single word, its last word);
 - lists and phrases: the enumeration of the prompt's items, compared item by item.
 
+A response that reasons before it answers commits to its conclusion: when its last sentence (with the list
+lines after it) is a conclusion ("Therefore, ...", "So ...", "The answer is ...", "Final answer: ..."), the
+family's rule reads that sentence first, and the whole response only when the conclusion names no answer.
+
 `RULES` describes each family's rule in one line. `task=None` or an unknown family gets a generic rule
 (a numeric answer gets the number rule, any other the text rule). The module needs no torch.
 """
@@ -904,6 +908,46 @@ def _drop_echo(response: str, instruction: str, input_text: str) -> str:
     return response
 
 
+# A sentence that states the response's conclusion: "Therefore, ...", "So the largest is ...", "The answer is
+# ...", "Final answer: ...". A response that reasons before it concludes commits to what it concludes, not
+# to the first candidate it names on the way ("the GCD of 255 and 228 ... Therefore, the largest is 135.").
+_CONCLUSION = re.compile(
+    r"(?:^|(?<=[.!?:])\s+|\n)[ \t*#>-]*(?:(?:therefore|thus|hence|so|in conclusion|in summary|to conclude|to sum up|"
+    r"finally|consequently)\b|(?:the |my )?(?:final |correct )?answer\s*(?:is\b|would be\b|:))",
+    re.I | re.M,
+)
+
+
+_CONCLUSION_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def _conclusion(response: str) -> str | None:
+    """The response's last concluding sentence, with the list lines that follow it ("So the order is:\n1. a
+    \n2. b"); None when the response states no conclusion or goes on past it (a conclusion followed by more
+    reasoning is not where the response ends up)."""
+    last = next(reversed(list(_CONCLUSION.finditer(response))), None)
+    if last is None:
+        return None
+    tail = response[last.start() :]
+    end = _CONCLUSION_END.search(tail, last.end() - last.start())
+    rest = tail[end.end() :] if end else ""
+    if any(line.strip() and not _LIST_MARKER.match(line) for line in rest.splitlines()):
+        return None
+    return tail
+
+
+def _extract(rule: _Rule, instruction: str, input_text: str, response: str) -> str | None:
+    """The answer the response commits to: in its last conclusion when that names one, else in the whole
+    response (question echoes dropped first)."""
+    response = _drop_echo(response, instruction, input_text)
+    tail = _conclusion(response)
+    if tail is not None:
+        got = rule.extract(instruction, input_text, tail)
+        if got is not None:
+            return got
+    return rule.extract(instruction, input_text, response)
+
+
 def _rule(task: str | None, instruction: str, input_text: str, answer: str | None) -> _Rule:
     family = _FAMILY_RULES.get(task or "")
     return family(instruction, input_text) if family else _generic(answer)
@@ -922,13 +966,12 @@ def extract_answer(task: str | None, instruction: str, input_text: str, response
     the text rule returns the first non-copied quoted span or the first sentence.
     """
     input_text = input_text or ""
-    rule = _rule(task, instruction, input_text, answer)
-    return rule.extract(instruction, input_text, _drop_echo(response, instruction, input_text))
+    return _extract(_rule(task, instruction, input_text, answer), instruction, input_text, response)
 
 
 def strict_match(task: str | None, answer: str, instruction: str, input_text: str, response: str) -> bool:
     """True when the extracted answer equals the target under the family's comparison rule."""
     input_text = input_text or ""
     rule = _rule(task, instruction, input_text, answer)
-    got = rule.extract(instruction, input_text, _drop_echo(response, instruction, input_text))
+    got = _extract(rule, instruction, input_text, response)
     return got is not None and rule.same(got, answer)
