@@ -1,5 +1,5 @@
-"""Stage `prepare`: read `data.sources`, clean and filter them, write the records and their counts
-(--metrics: totals; --breakdown: per source)."""
+"""Stage `prepare`: read `data.sources` and the `synthesize` stage's records (--synth), clean and filter them, write
+the records and their counts (--metrics: totals; --breakdown: per source)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from instruct_tune.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> None:
-    paths = stage_paths(argv, __doc__, "records", "metrics", "breakdown")
+    paths = stage_paths(argv, __doc__, "synth", "records", "metrics", "breakdown")
     params = load_params()
-    records, metrics = prepare(params.data)
+    records, metrics = prepare(params.data, paths.synth)
     write_jsonl(paths.records, records)
     write_json(paths.breakdown, metrics)  # per source and reason
     headline = {k: metrics[k] for k in ("loaded", "kept", "dropped")}

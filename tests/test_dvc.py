@@ -59,6 +59,8 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     yaml.dump({"stages": {"prepare": stage}}, root / "dvc.yaml")
     (root / "data" / "raw").mkdir(parents=True)
     (root / "data" / "raw" / "in.jsonl").write_text('{"instruction": "Say hi.", "output": "Hi!"}\n')
+    (root / "data" / "synth").mkdir()
+    (root / "data" / "synth" / "records.jsonl").write_text("")  # what `synthesize` writes without documents
     _set_sources(root, [{"uri": "data/raw/in.jsonl", "name": "mine"}])
     assert _run(root, "git", "init", "-q").returncode == 0
     assert _dvc(root, "init", "-q").returncode == 0

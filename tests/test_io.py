@@ -17,8 +17,8 @@ import pytest
 from instruct_tune import io as iox
 from instruct_tune.errors import UserError
 from instruct_tune.io import (
-    append_jsonl, atomic_write_text, clean_stale_temps, files_digest, read_jsonl_tolerant, read_records, sha256_file,
-    write_file_set, write_json,
+    append_jsonl, atomic_write_text, clean_stale_temps, files_digest, iter_records, read_jsonl_tolerant, read_records,
+    sha256_file, write_file_set, write_json,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +183,18 @@ def test_read_records_checks_required_optional_nonempty_and_unique_fields(tmp_pa
         with pytest.raises(UserError) as exc:
             read_records(path, **spec, if_empty="nothing here")
         assert str(exc.value) == f"{tmp_path}/{message}", text
+
+
+def test_iter_records_gives_each_record_with_its_line_and_the_same_checks(tmp_path: Path) -> None:
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"text": "a"}\n\n{"text": "b"}\n')
+    assert list(iter_records(path, required=("text",))) == [(1, {"text": "a"}), (3, {"text": "b"})]
+    path.write_text('{"text": "a"}\n{"body": "b"}\n')
+    with pytest.raises(UserError) as exc:
+        list(iter_records(path, required=("text",)))
+    assert str(exc.value) == f"{path}: line 2: field 'text': expected a string, got missing"
+    path.write_text("")
+    assert list(iter_records(path, required=("text",))) == []  # an empty file is the caller's to judge
 
 
 def test_file_digests(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
@@ -34,7 +34,7 @@ def test_params_yaml_holds_exactly_the_models_defaults() -> None:
 CASES = {  # params.yaml text -> the whole error message
     "unknown section": ("trian:\n  lr: 0.1\n",
                         "trian: unknown key (allowed under the top level: data, eda, split, model, train, generate, "
-                        "judge, report)"),
+                        "judge, synth, report)"),
     "unknown key": ("split:\n  seed: 1\n  test_sise: 5\n",
                     "split.test_sise: unknown key (allowed under split: train_size, val_size, test_size, seed, "
                     "quartiles)"),
@@ -62,6 +62,20 @@ CASES = {  # params.yaml text -> the whole error message
                                      "data.sources[0].format: 'xml' is not one of alpaca, dolly, sharegpt, dialogue, "
                                      "qa, auto"),
     "required": ("data:\n  sources:\n    - format: qa\n", "data.sources[0].uri: required, but missing"),
+    "synth: integer": ("synth:\n  per_passage: many\n", "synth.per_passage: must be an integer, got 'many'"),
+    "synth: optional string": ("synth:\n  documents: 3\n", "synth.documents: must be a string, got 3"),
+    "synth: unknown key": ("synth:\n  documents_dir: docs\n",
+                           "synth.documents_dir: unknown key (allowed under synth: documents, text_field, "
+                           "passage_chars, min_passage_chars, max_passages, per_passage, input_share, language, "
+                           "retries, samples, seed, generator, auditor)"),
+    "synth.generator: allowed names": ("synth:\n  generator:\n    backend: cloud\n",
+                                       "synth.generator.backend: 'cloud' is not one of local, openai"),
+    "synth.generator: number": ("synth:\n  generator:\n    temperature: hot\n",
+                                "synth.generator.temperature: must be a number, got 'hot'"),
+    "synth.auditor: unknown key": ("synth:\n  auditor:\n    max_token: 9\n",
+                                   "synth.auditor.max_token: unknown key (allowed under synth.auditor: backend, model, "
+                                   "revision, base_url, api_key_env, allow_insecure_http, concurrency, timeout_s, "
+                                   "max_retries, temperature, max_tokens, n_ctx, n_threads, seed)"),
 }
 
 
@@ -135,6 +149,19 @@ def test_every_allowed_name_has_its_implementation() -> None:
     assert set(BACKENDS) == set(get_args(JudgeBackend))
 
 
+def test_every_section_a_backend_reads_has_the_backend_settings() -> None:
+    """judge, synth.generator and synth.auditor go to the same backends, which read `BackendSettings` (a Protocol,
+    unchecked at run time): each field there is a field of those sections, of the same type."""
+    from instruct_tune.judge_backends import BackendSettings
+    from instruct_tune.params import JudgeParams, SynthLLMParams
+
+    wanted = get_type_hints(BackendSettings)
+    assert "backend" in wanted and "api_key_env" in wanted
+    for section in (JudgeParams, SynthLLMParams):
+        hints = get_type_hints(section, include_extras=False)
+        assert {name: hints.get(name) for name in wanted} == wanted, section.__name__
+
+
 def test_fingerprint_leaves_out_only_operational_fields() -> None:
     params = Params()
     train = fingerprint(params.train)
@@ -145,3 +172,8 @@ def test_fingerprint_leaves_out_only_operational_fields() -> None:
     generate = fingerprint(params.generate)
     assert set(to_dict(params.generate)) - set(generate) == {"save_every", "repetition_ngram",
                                                              "repetition_min_repeats", "bootstrap_samples"}
+    generator = fingerprint(params.synth.generator)
+    assert set(to_dict(params.synth.generator)) - set(generator) == {
+        "api_key_env", "allow_insecure_http", "concurrency", "timeout_s", "max_retries", "n_threads"}
+    assert set(to_dict(params.synth)) - set(fingerprint(params.synth)) == {"samples"}
+    assert fingerprint(params.synth)["auditor"] == generator  # nested sections without their operational fields

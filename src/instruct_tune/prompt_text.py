@@ -1,0 +1,28 @@
+"""Untrusted text inside a prompt: `neutralise` makes it unable to open or close the `<<<...>>>` delimiter blocks
+that fence it off (used by the judge and the `synthesize` stage's generator and auditor prompts)."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Characters that NFKC folds into `<` or `>` (fullwidth, small forms, ...): mapped to them, and nothing else
+# in the text is normalised (NFKC would also turn "2³" into "23").
+_BRACKET_LOOKALIKES = {ord(c): unicodedata.normalize("NFKC", c) for c in map(chr, range(0x80, 0x10000))
+                       if unicodedata.normalize("NFKC", c) in ("<", ">")}
+# A run of two or more angle brackets, with spaces or invisible format characters (zero-width space,
+# word joiner, soft hyphen, ...) between them.
+_INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+              "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+              "\U000e0000-\U000e0fff\x00-\x08\x0e-\x1f\x7f-\x9f")  # Unicode's default-ignorables, controls
+_ANGLES = re.compile(rf"[<>](?:[\s{_INVISIBLE}]*[<>])+")
+
+
+def neutralise(text: str) -> str:
+    """Untrusted text made unable to open or close a delimiter block.
+
+    Look-alikes of `<` and `>` become them; then every run of two or more angle brackets, with spaces or
+    invisible characters between them, collapses to its first bracket. The delimiters all contain `<<<`
+    or `>>>`, and after this no two angle brackets stand together anywhere in the data.
+    """
+    return _ANGLES.sub(lambda m: m.group(0)[0], text.translate(_BRACKET_LOOKALIKES))
