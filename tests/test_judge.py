@@ -44,6 +44,7 @@ from instruct_tune.io import read_json, read_jsonl, write_jsonl
 from instruct_tune.judge_backends import JudgmentFailed
 from instruct_tune.params import JudgeParams, params_from_dict
 from instruct_tune.stats import bootstrap_ci, kappa_ci, paired_difference
+from instruct_tune.tasks import generate_tasks
 from instruct_tune.verify import strict_match
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,9 +319,23 @@ def test_the_comparison_prompt_is_plain_lines_then_the_question() -> None:
         assert user_of(J.compare_messages("What is 7 times 8?", "", "7 times 8 is 56.", answer)) == (
             f"Question: What is 7 times 8?\nReference answer: 7 times 8 is 56.\nProposed answer: {J.FINAL_ANSWER}"
             f"\n\n{J.COMPARE_QUESTION}")
-    assert J.COMPARE_SYSTEM.startswith("You are a strict grader. You compare a proposed answer with the reference")
-    assert J.COMPARE_QUESTION.endswith('Reply as JSON: {"same_answer": true or false}')
+    # the system turn: the rules, then each worked example in the very shape of the user turn, with its reply
+    # in the skeleton's order (same_answer, then factual_correctness) and both labels shown
+    assert J.COMPARE_SYSTEM.startswith(J.COMPARE_RULES + "\n\nExamples:\n\n")
+    blocks = J.COMPARE_SYSTEM.removeprefix(J.COMPARE_RULES + "\n\nExamples:\n\n").split("\n\n")
+    assert len(blocks) == len(J.COMPARE_EXAMPLES) >= 4
+    for block, (q, i, r, a, p, same, score) in zip(blocks, J.COMPARE_EXAMPLES, strict=True):
+        lines, reply = block.rsplit("\n", 1)
+        assert lines == user_of(J.compare_messages(q, i, r, a)).split("\n\n")[0].replace(J.FINAL_ANSWER, p)
+        assert json.loads(reply.removeprefix("Reply: ")) == {"same_answer": same, "factual_correctness": score}
+        assert (score == 5) is same
+    assert {same for *_, same, _ in J.COMPARE_EXAMPLES} == {True, False}
+    assert [text for text, _ in J.COMPARE_STEPS] == ['{"same_answer": ', ', "factual_correctness": ']
+    assert J.COMPARE_QUESTION.endswith('Reply as JSON: {"same_answer": true or false, "factual_correctness": 0-5}')
     assert not re.search("<<<|>>>|RESPONSE", J.COMPARE_SYSTEM + J.COMPARE_QUESTION)
+    # the examples teach the rules, not the answers of the study: none is a task the built-in generator writes
+    builtin = {(t["instruction"], t["input"]) for t in generate_tasks(20000, 0)}
+    assert not builtin & {(q, i) for q, i, *_ in J.COMPARE_EXAMPLES}
     # the short answer is the record's `answer` field; no reference shown, or written grades: no second prompt
     pair = J.Pair("q", "What is 7 times 8?", "", "7 times 8 is 56.", ("56", "54"), answer="56")
     assert J.pointwise_request(pair, "56", JudgeParams(), "choices").compare == J.compare_messages(
@@ -346,7 +361,8 @@ def test_the_comparison_prompt_never_shows_the_response(tmp_path: Path) -> None:
     assert [pointwise_view(m)[0] for m in fake.prompts(is_extract)] == [plain, pleading]
     plain_compare, pleading_compare = fake.prompts(is_compare)
     assert pleading_compare == plain_compare == filled_compare(*records[0][1:5], "56")
-    text = "\n".join(m["content"] for m in pleading_compare)
+    assert pleading_compare[0] == {"role": "system", "content": J.COMPARE_SYSTEM}  # a constant: holds no data
+    text = user_of(pleading_compare)
     for words in ("double-checked", "calculator", "please mark this correct", "The answer is", pleading):
         assert words not in text, words
     assert "<<<RESPONSE>>>" not in text and "<<<END RESPONSE>>>" not in text  # no response block at all
@@ -372,10 +388,10 @@ def test_choice_skeleton_is_the_verdicts_json() -> None:
     first = filled(steps, ["42", "4", "3"])
     assert first == {"final_answer": "42", "instruction_adherence": 4, "clarity_usefulness": 3}
     assert list(first) == asked(J.EXTRACT_QUESTION)
-    # the comparison asks for same_answer; the skeleton goes on to read the factual score after it
+    # the comparison asks for same_answer, then the factual score, and the skeleton reads them in that order
     second = filled(J.COMPARE_STEPS, ["true", "5"])
     assert second == {"same_answer": True, "factual_correctness": 5}
-    assert asked(J.COMPARE_QUESTION) == ["same_answer"] == list(second)[:1]
+    assert asked(J.COMPARE_QUESTION) == ["same_answer", "factual_correctness"] == list(second)
     without = J.choice_steps(None)
     assert without == [('{"factual_correctness": ', DIGITS), (', "instruction_adherence": ', DIGITS),
                        (', "clarity_usefulness": ', DIGITS)]
@@ -416,11 +432,13 @@ def test_generation_fields_flow_into_judgments(tmp_path: Path) -> None:
     assert {n: g["verified"] for n, g in line["grades"].items()} == {"tuned": None, "base": None}
 
 
-def test_correct_needs_p_true_above_p_false(tmp_path: Path) -> None:
-    """`correct` is p(true) > p(false): a 50/50 is not correct, the slightest lean to true is."""
+def test_correct_needs_p_true_above_the_threshold(tmp_path: Path) -> None:
+    """`correct` is p(same answer) > CORRECT_THRESHOLD (0.7): a lean to true below it is not correct (the
+    1.5B judge leans to "same" for related words), the slightest step above it is."""
+    assert J.CORRECT_THRESHOLD == 0.7
     records = RECORDS[:2]
-    lean = {"7 times 8 is 56": {"true": 0.5, "false": 0.5}, "It is 54": {"true": 0.5001, "false": 0.4999},
-            "Paris is the capital of France": {"true": 0.4999, "false": 0.5001}, "Lyon": {"true": 1.0, "false": 0.0}}
+    lean = {"7 times 8 is 56": {"true": 0.7, "false": 0.3}, "It is 54": {"true": 0.7001, "false": 0.2999},
+            "Paris is the capital of France": {"true": 0.6, "false": 0.4}, "Lyon": {"true": 1.0, "false": 0.0}}
 
     def leaning(messages: list[dict[str, str]], steps: list[tuple[str, Any]]) -> list[Any]:
         if is_compare(messages):
@@ -430,8 +448,8 @@ def test_correct_needs_p_true_above_p_false(tmp_path: Path) -> None:
     judgments, _, _, _ = run(tmp_path, FakeChooser(leaning), gens=write_gens(tmp_path / "gens", records))
     got = {g["grade"]["final_answer"]: (g["grade"]["correct"], g["grade"]["p_correct"])
            for j in judgments for g in j["grades"].values()}
-    assert got == {"7 times 8 is 56": (False, 0.5), "It is 54": (True, 0.5001),
-                   "Paris is the capital of France": (False, 0.4999), "Lyon": (True, 1.0)}
+    assert got == {"7 times 8 is 56": (False, 0.7), "It is 54": (True, 0.7001),
+                   "Paris is the capital of France": (False, 0.6), "Lyon": (True, 1.0)}
 
 
 def test_without_the_reference_no_correctness_is_asked(tmp_path: Path) -> None:
@@ -1020,11 +1038,11 @@ def test_an_edited_prompt_or_skeleton_changes_every_key(tmp_path: Path, monkeypa
     monkeypatch.setattr(J, "COMPARE_SYSTEM", J.COMPARE_SYSTEM.replace("You are a strict grader.", "You grade."))
     edited, _ = rerun()
     assert edited.prompts(is_extract) == before
-    assert all(m[0]["content"].startswith("You grade. You compare") for m in edited.prompts(is_compare))
-    monkeypatch.setattr(J, "COMPARE_QUESTION", J.COMPARE_QUESTION.replace("wording may differ", "phrasing may differ"))
+    assert all(m[0]["content"].startswith("You grade. You decide") for m in edited.prompts(is_compare))
+    monkeypatch.setattr(J, "COMPARE_QUESTION", J.COMPARE_QUESTION.replace("Is the proposed", "Is this proposed"))
     edited, _ = rerun()
     assert edited.prompts(is_extract) == before
-    assert all("(phrasing may differ)" in user_of(m) for m in edited.prompts(is_compare))
+    assert all("Is this proposed answer" in user_of(m) for m in edited.prompts(is_compare))
     # the skeletons: the final answer's length, and the second prompt's steps
     monkeypatch.setattr(J, "FINAL_ANSWER_TOKENS", J.FINAL_ANSWER_TOKENS + 8)
     edited, _ = rerun()
@@ -1034,6 +1052,25 @@ def test_an_edited_prompt_or_skeleton_changes_every_key(tmp_path: Path, monkeypa
     edited, _ = rerun()
     assert {json.dumps(s) for m, s in ((c[1], c[2]) for c in edited.calls) if is_compare(m)} == {
         json.dumps(J.COMPARE_STEPS)}
+
+
+def test_cached_judgments_are_graded_again_by_the_current_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """The cache keeps what the judge said; the grade is computed from it on every read, so a change to the
+    grading code (here the `correct` threshold) applies to cached judgments, with no judge call."""
+    def leaning(messages: list[dict[str, str]], steps: list[tuple[str, Any]]) -> list[Any]:
+        if is_compare(messages):
+            return [{"true": 0.65, "false": 0.35}, dist(4)]
+        return choices_by_reference(messages, steps)
+
+    first, _, _, stats = run(tmp_path, FakeChooser(leaning), gens=write_gens(tmp_path / "gens", RECORDS[:1]))
+    assert stats.judge_calls == 4 and first[0]["grades"]["tuned"]["grade"]["correct"] is False  # 0.65 <= 0.7
+    monkeypatch.setattr(J, "CORRECT_THRESHOLD", 0.6)
+    again, _, _, stats = run(tmp_path, FakeChooser(leaning), gens=write_gens(tmp_path / "gens", RECORDS[:1]))
+    assert stats.judge_calls == 0 and stats.cache_hits == 2
+    assert again[0]["grades"]["tuned"]["grade"]["correct"] is True and again[0]["grades"]["base"]["grade"]["correct"]
+    # what the judge said is unchanged; only the grade derived from it moved
+    assert again[0]["grades"]["tuned"]["raw"] == first[0]["grades"]["tuned"]["raw"]
 
 
 def test_another_judge_makes_new_calls(tmp_path: Path) -> None:
@@ -1447,9 +1484,10 @@ def test_grade_from_choices() -> None:
     assert g["total"] == 6 and g["reason"] is None
     assert g["expected"] == {"factual_correctness": 1.9, "instruction_adherence": 3.8, "clarity_usefulness": 3.0}
     assert first[0].startswith("  40") and len(first) == 3 and len(second) == 2  # the inputs are not consumed
-    # correct: p(true) > p(false); an even split is not correct
-    for probs, correct in (({"true": 0.5, "false": 0.5}, False), ({"true": 0.50001, "false": 0.49999}, True),
-                           ({"true": 0.0, "false": 1.0}, False), ({"true": 1.0, "false": 0.0}, True)):
+    # correct: p(true) above CORRECT_THRESHOLD (0.7); a lean to true below it is not correct
+    for probs, correct in (({"true": 0.7, "false": 0.3}, False), ({"true": 0.70001, "false": 0.29999}, True),
+                           ({"true": 0.6, "false": 0.4}, False), ({"true": 0.0, "false": 1.0}, False),
+                           ({"true": 1.0, "false": 0.0}, True)):
         g = J.grade_from_choices(first, [probs, second[1]])
         assert (g["correct"], g["p_correct"]) == (correct, round(probs["true"], 4)), probs
     # with a reference but no second skeleton (the judge read no answer): not correct, factual 0 for certain
