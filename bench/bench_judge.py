@@ -36,10 +36,12 @@ def run(label: str, gens: Path, params, cache: Path) -> dict:
     judgments, metrics, details, stats = J.judge_generations(gens / "tuned.jsonl", gens / "base.jsonl",
                                                              ("tuned", "base"), params, cache, progress=False)
     seconds = time.perf_counter() - start
-    grades = stats.judge_calls
-    print(f"{label:<44} {len(judgments):3d} pairs, {grades:3d} calls in {seconds:6.1f} s = "
-          f"{60 * grades / seconds:5.1f} calls/min ({60 * len(judgments) / seconds:5.1f} pairs/min); "
-          f"kappa {metrics['kappa']}, agreement {metrics['agreement']}, AUC factual {metrics['auc_factual']}, "
+    calls = stats.judge_calls
+    grades = 2 * len(judgments)  # each pair grades two responses, in either mode
+    print(f"{label:<44} {len(judgments):3d} pairs, {calls:3d} calls in {seconds:6.1f} s = "
+          f"{60 * grades / seconds:5.1f} grades/min ({60 * calls / seconds:5.1f} calls/min); "
+          f"kappa {metrics['kappa']} (95% CI {metrics['kappa_ci_low']}-{metrics['kappa_ci_high']}), "
+          f"agreement {metrics['agreement']}, AUC factual {metrics['auc_factual']}, "
           f"W/L/T {metrics['win']}/{metrics['loss']}/{metrics['tie']}, errors {metrics['errors']}, "
           f"totals base {metrics['base']['total']} tuned {metrics['tuned']['total']}", flush=True)
     return {"judgments": judgments, "metrics": metrics, "seconds": seconds}
@@ -63,7 +65,7 @@ def grade_changes(a: list[dict], b: list[dict]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gens", type=Path, default=ROOT / "data" / "generations")
-    parser.add_argument("--pairs", type=int, default=30, help="seeded subset of test records")
+    parser.add_argument("--pairs", type=int, default=50, help="seeded subset of test records (50: the default study's)")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads for the main runs")
     parser.add_argument("--alt-threads", type=int, default=1, help="thread count of the stability rerun")
     parser.add_argument("--skip", default="", help="comma-separated: generate,pairwise,smollm,stability")
@@ -76,7 +78,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_judge_"))
     print(f"judge benchmark: {args.pairs} test records (tuned vs base), {args.threads} threads, empty caches")
 
-    main_run = run("1.5B pointwise, token-probability scores", args.gens, replace(base, mode="pointwise", scoring="choices"),
+    main_run = run("1.5B pointwise, token-probability scores", args.gens,
+                   replace(base, mode="pointwise", scoring="choices"),
                    tmp / "c1")
     if "generate" not in skip:
         run("1.5B pointwise, generated reason + scores", args.gens,

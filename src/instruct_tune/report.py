@@ -122,7 +122,8 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
                 f"{fmt(j.get('kappa_ci_low'))}–{fmt(j.get('kappa_ci_high'))}, resampling records); ROC AUC of its "
                 f"factual-correctness score for verified correctness {fmt(j.get('auc_factual'))}.")
     else:
-        text = (f"**Judge validity**: where exactly one answer is verified correct ({valid.get('n_one_verified')} pairs) "
+        text = (f"**Judge validity**: where exactly one answer is verified correct "
+                f"({valid.get('n_one_verified')} pairs) "
                 f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
                 f"{fmt(j.get('auc_factual'))}. Position consistency {pct(j.get('position_consistency'))}.")
     if kappa is None or kappa < KAPPA_TRUSTED:
@@ -150,15 +151,18 @@ def section_data(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Pat
             for unit in ("chars", "words"):
                 s = (eda.get("lengths", {}).get(field) or {}).get(unit) or {}
                 if s:
-                    rows.append([f"{field} ({unit})", s.get("mean"), s.get("median"), s.get("std"), s.get("min"), s.get("max")])
+                    rows.append([f"{field} ({unit})", s.get("mean"), s.get("median"), s.get("std"), s.get("min"),
+                                 s.get("max")])
         if rows:
             lines.append(table(["length", "mean", "median", "std", "min", "max"], rows))
         extra = [f"records with an input: {eda.get('with_input')} ({pct(eda.get('input_share'))})"]
         if eda.get("top_verbs"):
-            extra.append("top leading words: " + ", ".join(f"{inert(v['verb'])} ({v['count']})" for v in eda["top_verbs"]))
+            extra.append("top leading words: "
+                         + ", ".join(f"{inert(v['verb'])} ({v['count']})" for v in eda["top_verbs"]))
         if eda.get("flesch_reading_ease"):
             f = eda["flesch_reading_ease"]
-            extra.append(f"Flesch reading ease of outputs: mean {fmt(f.get('mean'), 1)}, median {fmt(f.get('median'), 1)}")
+            extra.append(f"Flesch reading ease of outputs: mean {fmt(f.get('mean'), 1)}, "
+                         f"median {fmt(f.get('median'), 1)}")
         if eda.get("lda_topics"):
             extra.append("LDA topics: " + "; ".join(f"{i + 1}: " + ", ".join(inert(w) for w in t["words"])
                                                    for i, t in enumerate(eda["lda_topics"])))
@@ -220,14 +224,16 @@ def section_train(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Pa
         ("peak_memory_mb", "peak memory (MB)"),
     ]
     rows = [[label, t[k]] for k, label in keys if k in t]
-    return ["## 2. Fine-tuning", table(["", "value"], rows), "", image(plots / "train" / "loss.png", out_dir, "loss curves")]
+    return ["## 2. Fine-tuning", table(["", "value"], rows), "",
+            image(plots / "train" / "loss.png", out_dir, "loss curves")]
 
 
 def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
     details = b.get("generate", {})
     if not details:
         return []
-    keys = [("strict_accuracy", "verified accuracy (strict)"), ("lenient_accuracy", "answer anywhere in the response (lenient)"),
+    keys = [("strict_accuracy", "verified accuracy (strict)"),
+            ("lenient_accuracy", "answer anywhere in the response (lenient)"),
             ("n", "responses"), ("mean_new_tokens", "mean new tokens"), ("empty_rate", "empty responses"),
             ("repetition_rate", "caught in a repetition loop"), ("tokens_per_s", "tokens/s")]
     rows = []
@@ -262,7 +268,8 @@ def section_judge(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Pa
     if scoring == "choices":
         how += ("; scores are the most likely value of each field, read from the judge's token probabilities "
                 "(the probability-weighted means rank responses for the ROC AUC)")
-    lines = ["## 4. LLM-as-judge", f"Judge {code_span(str(details.get('judge_model')))}, {j.get('mode')} mode: {how}.", "",
+    lines = ["## 4. LLM-as-judge",
+             f"Judge {code_span(str(details.get('judge_model')))}, {j.get('mode')} mode: {how}.", "",
              table(["mean score", "base", "tuned"], rows), "", "- " + judge_trust(j, details)]
     valid = details.get("validity", {})
     if j.get("mode") == "pointwise" and valid.get("n"):
@@ -289,7 +296,8 @@ def section_examples(judgments: list[dict[str, Any]], n: int) -> list[str]:
     same = [j for j in judgments if j.get("outcome") not in ("win", "loss")]
     lines = ["## 5. Examples (test split, base vs tuned)"]
     for j in (differ + same)[:n]:
-        lines += ["", f"**Instruction:** {clip(j.get('instruction'))}" + (f"  \n**Input:** {clip(j['input'])}" if j.get("input") else "")]
+        lines += ["", f"**Instruction:** {clip(j.get('instruction'))}"
+                  + (f"  \n**Input:** {clip(j['input'])}" if j.get("input") else "")]
         rows = [["reference", clip(j.get("reference")), "", ""]]
         for name in ("base", "tuned"):
             g = j.get("grades", {}).get(name) or {}
@@ -297,8 +305,10 @@ def section_examples(judgments: list[dict[str, Any]], n: int) -> list[str]:
             if not g and j.get("responses"):
                 g = {"response": j["responses"].get(name), "verified": (j.get("verified") or {}).get(name)}
             rows.append([name, clip(g.get("response")), fmt(g.get("verified")),
-                         fmt(grade.get("total")) + (f" (correct: {fmt(grade.get('correct'))})" if grade.get("correct") is not None else "")])
-        lines += ["", table(["", "response", "verified", "judge total"], rows), "", f"Outcome: **{inert(str(j.get('winner')))}**."]
+                         fmt(grade.get("total"))
+                         + (f" (correct: {fmt(grade.get('correct'))})" if grade.get("correct") is not None else "")])
+        lines += ["", table(["", "response", "verified", "judge total"], rows), "",
+                  f"Outcome: **{inert(str(j.get('winner')))}**."]
     return lines
 
 
@@ -318,7 +328,8 @@ def build_report(metrics_dir: Path, plots_dir: Path, judgments_path: Path, out_p
              "rerun `dvc repro` to refresh it.", ""]
     for section in (section_verdict(m, b), section_synth(m, b, examples), section_data(m, b, plots_dir, out_dir),
                     section_train(m, b, plots_dir, out_dir),
-                    section_generate(m, b), section_judge(m, b, plots_dir, out_dir), section_examples(judgments, examples),
+                    section_generate(m, b), section_judge(m, b, plots_dir, out_dir),
+                    section_examples(judgments, examples),
                     section_rules()):
         if section:
             lines += section + [""]
