@@ -123,7 +123,7 @@ class EdaParams:
 class SplitParams:
     train_size: Int = 800
     val_size: Int = 100
-    test_size: Int = 200
+    test_size: Int = 160
     seed: Int = 42
     quartiles: Int = 4
 
@@ -190,7 +190,7 @@ class GenerateParams:
     top_k: Int = 50  # transformers' default, which the reference's pipeline applied implicitly; 0 disables
     repetition_penalty: Float = 1.1
     no_repeat_ngram_size: Int = 0
-    batch_size: Int = 16
+    batch_size: Int = 64
     save_every: Int = operational(8)
     seed: Int = 0
     stop_strings: list[Str] = field(default_factory=lambda: ["### Instruction", "<|user|>", "<|im_start|>"])
@@ -215,7 +215,7 @@ class JudgeParams:
     max_tokens: Int = 256
     temperature: Float = 0.0
     both_orders: Bool = operational(True)  # pairwise: which orders are asked, not what one order's verdict is
-    max_pairs: Int | None = operational(50)  # a seeded random subset of this many test records (None: all)
+    max_pairs: Int | None = operational(40)  # a seeded random subset of this many test records (None: all)
     n_ctx: Int = 4096
     n_threads: Int = operational(0)  # 0: every core
     bootstrap_samples: Int = operational(2000)
