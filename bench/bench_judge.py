@@ -65,7 +65,8 @@ def grade_changes(a: list[dict], b: list[dict]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gens", type=Path, default=ROOT / "data" / "generations")
-    parser.add_argument("--pairs", type=int, default=50, help="seeded subset of test records (50: the default study's)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="seeded subset of test records (default: params.yaml's judge.max_pairs, the study's)")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads for the main runs")
     parser.add_argument("--alt-threads", type=int, default=1, help="thread count of the stability rerun")
     parser.add_argument("--skip", default="", help="comma-separated: generate,pairwise,smollm,stability")
@@ -74,7 +75,9 @@ def main() -> None:
     if not (args.gens / "tuned.jsonl").exists():
         raise SystemExit(f"{args.gens}/tuned.jsonl not found: run `dvc repro generate` first")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    base = replace(load_params(ROOT / "params.yaml").judge, max_pairs=args.pairs, n_threads=args.threads)
+    study = load_params(ROOT / "params.yaml").judge
+    args.pairs = args.pairs or study.max_pairs
+    base = replace(study, max_pairs=args.pairs, n_threads=args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_judge_"))
     print(f"judge benchmark: {args.pairs} test records (tuned vs base), {args.threads} threads, empty caches")
 

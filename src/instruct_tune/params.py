@@ -123,7 +123,7 @@ class EdaParams:
 class SplitParams:
     train_size: Int = 800
     val_size: Int = 100
-    test_size: Int = 160
+    test_size: Int = 128
     seed: Int = 42
     quartiles: Int = 4
 
@@ -215,7 +215,7 @@ class JudgeParams:
     max_tokens: Int = 256
     temperature: Float = 0.0
     both_orders: Bool = operational(True)  # pairwise: which orders are asked, not what one order's verdict is
-    max_pairs: Int | None = operational(40)  # a seeded random subset of this many test records (None: all)
+    max_pairs: Int | None = operational(30)  # a seeded random subset of this many test records (None: all)
     n_ctx: Int = 4096
     n_threads: Int = operational(0)  # 0: every core
     bootstrap_samples: Int = operational(2000)
