@@ -39,13 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
 from instruct_tune.charts import bar_png
 from instruct_tune.errors import UserError
 from instruct_tune.io import atomic_write_text, read_records, write_json, write_jsonl
-from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
-from instruct_tune.llm_cache import JudgeCache, RunStats, run_parallel
+from instruct_tune.judge_backends import Backend, JudgmentFailed, make_backend
+from instruct_tune.llm_cache import JudgeCache, RunStats, answer_all
 from instruct_tune.params import JudgeParams, fingerprint
 from instruct_tune.prompt_text import neutralise
 from instruct_tune.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
@@ -551,48 +550,6 @@ def regrade(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
     return {**entry, "verdict": verdict}
 
 
-def run_requests(requests: dict[str, Request], backend: Backend, params: JudgeParams, cache: JudgeCache,
-                 progress: bool = True) -> tuple[dict[str, dict[str, Any]], RunStats]:
-    """Answers by key: from the cache, or asked now and appended to the cache as each one finishes.
-
-    If the backend becomes unreachable, the run stops (pending work cancelled, finished work kept) with a
-    UserError; any other exception also leaves every finished judgment in the cache.
-    """
-    stats = RunStats()
-    results: dict[str, dict[str, Any]] = {}
-    todo = []
-    for key, req in requests.items():
-        hit = cache.get(key)
-        if hit is None:
-            todo.append(req)
-        else:
-            stats.cache_hits += 1
-            results[key] = regrade(req, hit)
-    bar = tqdm(total=len(todo), desc=f"judge ({params.mode})", unit="call", disable=not progress)
-
-    def record(req: Request, entry: dict[str, Any]) -> None:
-        entry = {"key": req.key, "judge_model": backend.model_id, **entry}
-        if entry.pop("cacheable"):
-            cache.put(entry)
-        results[req.key] = entry
-        bar.update(1)
-
-    try:
-        if backend.max_workers <= 1 or len(todo) <= 1:
-            for req in todo:
-                record(req, ask(backend, req, params, stats))
-        else:
-            run_parallel(todo, backend.max_workers, lambda req: ask(backend, req, params, stats), record)
-    except BackendUnavailable as exc:
-        done = sum(1 for req in todo if req.key in results)
-        raise UserError(
-            f"{exc}. {done} of {len(todo)} new judgments finished and are kept in {cache.path}; rerun to continue"
-        ) from None
-    finally:
-        bar.close()
-    return results, stats
-
-
 # ---------------------------------------------------------------- planning
 
 
@@ -884,7 +841,9 @@ def judge_generations(a_path: Path, b_path: Path, names: tuple[str, str], params
         scoring = resolve_scoring(params, backend) if params.mode == "pointwise" else "generate"
         planned = plan(pairs, params, scoring, backend.model_id)
         requests = {r.key: r for reqs in planned for r in reqs}  # identical prompts are judged once
-        results, stats = run_requests(requests, backend, params, JudgeCache(cache_dir), progress)
+        results, stats = answer_all(requests.values(), backend, JudgeCache(cache_dir),
+                                    lambda req, stats: ask(backend, req, params, stats), desc=f"judge ({params.mode})",
+                                    noun="judgments", model_field="judge_model", progress=progress, on_hit=regrade)
     finally:
         if own:
             backend.close()

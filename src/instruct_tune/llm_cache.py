@@ -4,21 +4,32 @@ pool. Shared by the judge and the `synthesize` stage (each keys its own answers 
 `JudgeCache` keeps finished answers in an append-only JSON Lines file that survives kill -9 (a torn last line is
 dropped on the next read); `RunStats` counts the calls made and the answers served from the cache (printed, never in
 metrics: they depend on the cache, not on the inputs); `run_parallel` asks at most `workers` questions at once and
-records each answer as it arrives, and on any interruption still records every answer that finished.
+records each answer as it arrives, and on any interruption still records every answer that finished;
+`answer_all` puts the three together: what the cache has, then the rest asked and cached as each one finishes.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from tqdm import tqdm
+
+from instruct_tune.errors import UserError
 from instruct_tune.io import append_jsonl, read_jsonl_tolerant
+from instruct_tune.judge_backends import Backend, BackendUnavailable
+
+
+class Keyed(Protocol):
+    key: str
+
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Keyed)
 
 
 class JudgeCache:
@@ -68,3 +79,46 @@ def run_parallel(todo: list[T], workers: int, ask: Callable[[T], dict[str, Any]]
                 record(item, fut.result())
         raise
     pool.shutdown(wait=True)
+
+
+def answer_all(items: Iterable[K], backend: Backend, cache: JudgeCache, ask: Callable[[K, RunStats], dict[str, Any]], *,
+               desc: str, noun: str, model_field: str, progress: bool = True,
+               on_hit: Callable[[K, dict[str, Any]], dict[str, Any]] = lambda item, hit: hit,
+               ) -> tuple[dict[str, dict[str, Any]], RunStats]:
+    """Answers by item key: from the cache (passed through `on_hit`), or `ask`ed now, at most
+    `backend.max_workers` at once, and appended to the cache as each one finishes (those whose `cacheable` is
+    true: never a transport error), so a killed run keeps every finished answer. The same key twice is asked
+    once. An unreachable backend stops the run with a UserError that counts the finished `noun`s; any other
+    exception also leaves every finished answer in the cache."""
+    stats = RunStats()
+    results: dict[str, dict[str, Any]] = {}
+    todo: dict[str, K] = {}
+    for item in items:
+        hit = cache.get(item.key)
+        if hit is None:
+            todo.setdefault(item.key, item)
+        else:
+            stats.cache_hits += 1
+            results[item.key] = on_hit(item, hit)
+    bar = tqdm(total=len(todo), desc=desc, unit="call", disable=not progress)
+
+    def record(item: K, entry: dict[str, Any]) -> None:
+        entry = {"key": item.key, model_field: backend.model_id, **entry}
+        if entry.pop("cacheable"):
+            cache.put(entry)
+        results[item.key] = entry
+        bar.update(1)
+
+    try:
+        if backend.max_workers <= 1 or len(todo) <= 1:
+            for item in todo.values():
+                record(item, ask(item, stats))
+        else:
+            run_parallel(list(todo.values()), backend.max_workers, lambda item: ask(item, stats), record)
+    except BackendUnavailable as exc:
+        done = sum(1 for key in todo if key in results)
+        raise UserError(f"{exc}. {done} of {len(todo)} new {noun} finished and are kept in {cache.path}; "
+                        f"rerun to continue") from None
+    finally:
+        bar.close()
+    return results, stats

@@ -49,14 +49,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
 
 from instruct_tune.api_keys import check_endpoint
 from instruct_tune.cleaning import normalise_whitespace
 from instruct_tune.errors import UserError, clip
 from instruct_tune.io import iter_records, jsonl_line, read_json, write_file_set, write_json
-from instruct_tune.judge_backends import Backend, BackendUnavailable, JudgmentFailed, make_backend
-from instruct_tune.llm_cache import JudgeCache, RunStats, run_parallel
+from instruct_tune.judge_backends import Backend, JudgmentFailed, make_backend
+from instruct_tune.llm_cache import JudgeCache, RunStats, answer_all
 from instruct_tune.params import SynthLLMParams, SynthParams, fingerprint
 from instruct_tune.prompt_text import neutralise
 
@@ -586,46 +585,6 @@ def ask_json(backend: Backend, messages: list[dict[str, str]], llm: SynthLLMPara
     return {"raw": raw, "parsed": None, "error": f"invalid reply{after}: {error}", "cacheable": True}
 
 
-def run_calls(calls: list[Call], backend: Backend, cache: JudgeCache,
-              ask: Callable[[Call, RunStats], dict[str, Any]], desc: str, progress: bool = True
-              ) -> tuple[dict[str, dict[str, Any]], RunStats]:
-    """Answers by key: from the cache, or asked now (at most `backend.max_workers` at once) and appended to
-    the cache as each one finishes, so a killed run keeps every finished answer. An unreachable server stops
-    the run with a UserError; finished answers stay cached."""
-    stats = RunStats()
-    results: dict[str, dict[str, Any]] = {}
-    todo: dict[str, Call] = {}
-    for call in calls:
-        hit = cache.get(call.key)
-        if hit is not None:
-            stats.cache_hits += 1
-            results[call.key] = hit
-        else:
-            todo.setdefault(call.key, call)  # the same question twice is asked once
-    bar = tqdm(total=len(todo), desc=desc, unit="call", disable=not progress)
-
-    def record(call: Call, entry: dict[str, Any]) -> None:
-        entry = {"key": call.key, "model": backend.model_id, **entry}
-        if entry.pop("cacheable"):
-            cache.put(entry)
-        results[call.key] = entry
-        bar.update(1)
-
-    try:
-        if backend.max_workers <= 1 or len(todo) <= 1:
-            for call in todo.values():
-                record(call, ask(call, stats))
-        else:
-            run_parallel(list(todo.values()), backend.max_workers, lambda call: ask(call, stats), record)
-    except BackendUnavailable as exc:
-        done = sum(1 for key in todo if key in results)
-        raise UserError(f"{exc}. {done} of {len(todo)} new calls finished and are kept in {cache.path}; "
-                        f"rerun to continue") from None
-    finally:
-        bar.close()
-    return results, stats
-
-
 # ---------------------------------------------------------------- the stage
 
 
@@ -703,10 +662,10 @@ def _ask_all(llm: SynthLLMParams, section: str, kind: str, schema: dict[str, Any
     backend = make_backend(llm, schema, section)
     try:
         calls = [Call(call_key(kind, m, schema, llm, backend.model_id, max_tokens, retries), m) for m in messages]
-        results, stats = run_calls(
+        results, stats = answer_all(
             calls, backend, cache,
             lambda call, stats: ask_json(backend, call.messages, llm, max_tokens, parse, retries, stats),
-            desc, progress)
+            desc=desc, noun="calls", model_field="model", progress=progress)
     finally:
         backend.close()
     return [results[call.key] for call in calls], stats, backend.model_id
