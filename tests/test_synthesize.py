@@ -257,7 +257,7 @@ def test_documents_become_audited_records_with_provenance_and_a_rerun_makes_no_c
         again = S.synthesize(params, tmp_path / "cache", progress=False)
         assert server.requests == calls  # every answer came from the cache
     m, b = result.metrics, result.breakdown
-    assert m["documents"] == 5 and m["passages"] == 5 and b["passages_too_short"] == 1  # "Too short."
+    assert m["n_documents"] == 5 and m["passages"] == 5 and b["passages_too_short"] == 1  # "Too short."
     assert m["candidates"] == 10 and m["generation_failures"] == 0
     assert result.llm_calls == calls == 5 + 10  # a reply per passage, a verdict per candidate
     assert again.llm_calls == 0 and again.cache_hits == calls
@@ -325,7 +325,7 @@ def test_without_documents_the_stage_loads_nothing_and_writes_the_same_empty_out
         outs.append([(tmp_path / p).read_bytes()
                      for p in ("synth/records.jsonl", "synth/audit.jsonl", "m.json", "b.json")])
     assert outs[0] == outs[1] and outs[0][:2] == [b"", b""]
-    assert json.loads(outs[0][2]) == {"documents": 0, "passages": 0, "generation_failures": 0, "candidates": 0,
+    assert json.loads(outs[0][2]) == {"n_documents": 0, "passages": 0, "generation_failures": 0, "candidates": 0,
                                       "kept": 0, "dropped": 0, "accepted_share": None}
     assert S.summary(result).startswith("synthesize: no documents configured")
     # prepare sees no synth source: its records and metrics are those of data.sources alone

@@ -82,7 +82,7 @@ def check_end_to_end(root: Path, generator_url: str, auditor_url: str) -> None:
     assert done.returncode == 0, output
     print("\n" + next(line for line in output.splitlines() if line.startswith("synthesize: kept")))
     metrics = read_json(root / "metrics/synthesize.json")
-    assert metrics["documents"] == 2 and metrics["passages"] == 2 and metrics["candidates"] == 4, metrics
+    assert metrics["n_documents"] == 2 and metrics["passages"] == 2 and metrics["candidates"] == 4, metrics
     first_calls, _ = calls(output)
     audited = sum(r["by"] == "audit" for r in read_jsonl(root / "data/synth/audit.jsonl"))
     assert first_calls >= 2 + audited  # a reply per passage (and its retries), a verdict per audited candidate

@@ -184,7 +184,7 @@ def section_synth(m: dict[str, Any], b: dict[str, Any], n: int) -> list[str]:
         return []
     lines = [
         "## Instructions written from your documents",
-        f"The `synthesize` stage split {s['documents']} documents ({code_span(str(d.get('documents_folder')))}) "
+        f"The `synthesize` stage split {s['n_documents']} documents ({code_span(str(d.get('documents_folder')))}) "
         f"into {s['passages']} passages. The generator {code_span(str(d.get('generator')))} wrote "
         f"{s['candidates']} candidate examples ({d.get('per_passage')} per passage; {s['generation_failures']} "
         f"passages without a usable reply), rules without a model and the auditor {code_span(str(d.get('auditor')))} "

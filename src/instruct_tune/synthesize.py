@@ -630,7 +630,7 @@ def check_params(params: SynthParams) -> None:
 
 def empty_result(params: SynthParams) -> SynthResult:
     """No documents configured: empty outputs, the same on every run, and no model loaded."""
-    metrics = {"documents": 0, "passages": 0, "generation_failures": 0, "candidates": 0, "kept": 0, "dropped": 0,
+    metrics = {"n_documents": 0, "passages": 0, "generation_failures": 0, "candidates": 0, "kept": 0, "dropped": 0,
                "accepted_share": None}
     breakdown = {"documents_folder": None, "dropped": {reason: 0 for reason in REASONS}}
     return SynthResult([], [], metrics, breakdown)
@@ -751,8 +751,8 @@ def synthesize(params: SynthParams, cache_dir: Path, progress: bool = True) -> S
             f"{samples}. Nothing was written, so no empty training set reaches `prepare`. Look at a stronger "
             f"synth.auditor or synth.generator; the verdicts are cached in {cache.path}")
     records = [{field: row[field] for field in RECORD_FIELDS} for row in kept]
-    metrics = {
-        "documents": len(docs), "passages": len(passages), "generation_failures": len(failures),
+    metrics = {  # `n_documents`, not `documents`: `dvc exp show` would fold it into the `documents` dep's column
+        "n_documents": len(docs), "passages": len(passages), "generation_failures": len(failures),
         "candidates": len(rows), "kept": len(kept), "dropped": len(rows) - len(kept),
         "accepted_share": _share(len(kept), len(rows)),
     }
@@ -796,6 +796,6 @@ def summary(result: SynthResult) -> str:
     speed = (f"{m['candidates'] / (result.seconds / 60):.2f} candidates/min" if result.llm_calls and result.seconds
              else "every answer from the cache")
     return (f"synthesize: kept {m['kept']} of {m['candidates']} candidates ({100 * m['accepted_share']:.1f}%) from "
-            f"{m['passages']} passages of {m['documents']} documents; dropped: {drops}; generation failures "
+            f"{m['passages']} passages of {m['n_documents']} documents; dropped: {drops}; generation failures "
             f"{m['generation_failures']}; llm_calls={result.llm_calls} cache_hits={result.cache_hits}; "
             f"{result.seconds:.1f} s, {speed}")
