@@ -639,3 +639,20 @@ def test_report_shows_the_synthesis_only_when_it_ran(tmp_path: Path) -> None:
     assert "| malformed | 5 | 0 | 5 |" in section and "### Dropped as malformed (sample)" in section
     assert "_auditor: evidence\\: The first sentence._" in section and "### Kept (sample)" in section
     assert "<img" not in section and "&lt;img src=x&gt;" in section  # text from models stays text
+
+
+def test_summary_gives_candidates_per_minute_only_for_a_run_that_wrote_every_candidate_itself() -> None:
+    metrics = {"n_documents": 2, "passages": 10, "generation_failures": 0, "candidates": 30, "kept": 11,
+               "dropped": 19, "accepted_share": 0.3667}
+    breakdown = {"dropped": {"leakage": 1, "malformed": 18}}
+
+    def line(calls: int, hits: int, seconds: float) -> str:
+        return S.summary(S.SynthResult([], [], metrics, breakdown, llm_calls=calls, cache_hits=hits, seconds=seconds))
+
+    fresh = line(calls=40, hits=0, seconds=120.0)
+    assert "kept 11 of 30 candidates (36.7%)" in fresh and "leakage 1, malformed 18" in fresh
+    assert fresh.endswith("120.0 s, 15.00 candidates/min")
+    resumed = line(calls=16, hits=16, seconds=120.0)  # half the answers came from a killed run's cache
+    assert resumed.endswith("8.0 LLM calls/min (a resumed run: no candidates/min)")
+    assert "llm_calls=16 cache_hits=16" in resumed
+    assert line(calls=0, hits=32, seconds=0.0).endswith("0.0 s, every answer from the cache")

@@ -793,8 +793,12 @@ def summary(result: SynthResult) -> str:
     if not m["passages"]:
         return "synthesize: no documents configured (synth.documents is null): empty outputs, no model loaded"
     drops = ", ".join(f"{reason} {count}" for reason, count in result.breakdown["dropped"].items() if count) or "none"
-    speed = (f"{m['candidates'] / (result.seconds / 60):.2f} candidates/min" if result.llm_calls and result.seconds
-             else "every answer from the cache")
+    if not result.llm_calls:
+        speed = "every answer from the cache"
+    elif result.cache_hits:  # a resumed run: its candidates were partly written before, so no candidates/min
+        speed = f"{60 * result.llm_calls / result.seconds:.1f} LLM calls/min (a resumed run: no candidates/min)"
+    else:
+        speed = f"{m['candidates'] / (result.seconds / 60):.2f} candidates/min"
     return (f"synthesize: kept {m['kept']} of {m['candidates']} candidates ({100 * m['accepted_share']:.1f}%) from "
             f"{m['passages']} passages of {m['n_documents']} documents; dropped: {drops}; generation failures "
             f"{m['generation_failures']}; llm_calls={result.llm_calls} cache_hits={result.cache_hits}; "
