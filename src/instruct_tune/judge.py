@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from instruct_tune.charts import bar_png
 from instruct_tune.errors import UserError
 from instruct_tune.io import atomic_write_text, read_records, write_json, write_jsonl
@@ -486,6 +485,13 @@ def request_key(request: Request, params: JudgeParams, judge_id: str, schema: di
     return hashlib.sha256(json.dumps(material, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def reply_parser(request: Request) -> Callable[[str], dict[str, Any]]:
+    """How a generated reply to this request is read into a verdict (raises VerdictError)."""
+    if request.kind == "pairwise":
+        return parse_verdict
+    return lambda text: parse_grade(text, request.with_reference)
+
+
 def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats) -> dict[str, Any]:
     """One judgment. A generated reply that does not validate gets one retry at temperature 0, told what
     was wrong; then it is an error. Verdicts, invalid replies and failures that would repeat (a prompt
@@ -506,9 +512,7 @@ def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats
         return {"raw": [json.dumps([first, second], sort_keys=True)],
                 "verdict": grade_from_choices(first, second, request.compare is not None),
                 "error": None, "cacheable": True}
-    parse: Callable[[str], dict[str, Any]] = (
-        parse_verdict if request.kind == "pairwise" else lambda t: parse_grade(t, request.with_reference)
-    )
+    parse = reply_parser(request)
     raw: list[str] = []
     error = None
     messages = request.messages
@@ -541,10 +545,8 @@ def regrade(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
         if request.kind == "choices":
             first, second = json.loads(entry["raw"][0])
             verdict = grade_from_choices(first, second, request.compare is not None)
-        elif request.kind == "pairwise":
-            verdict = parse_verdict(entry["raw"][-1])
         else:
-            verdict = parse_grade(entry["raw"][-1], request.with_reference)
+            verdict = reply_parser(request)(entry["raw"][-1])
     except VerdictError as exc:
         return {**entry, "verdict": None, "error": f"invalid reply: {exc}"}
     return {**entry, "verdict": verdict}

@@ -49,7 +49,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-
 from instruct_tune.api_keys import check_endpoint
 from instruct_tune.cleaning import normalise_whitespace
 from instruct_tune.errors import UserError, clip
