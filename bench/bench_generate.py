@@ -1,6 +1,6 @@
 """Generation throughput: our batched path against the reference study's way, on the same prompts.
 
-Ours: `instruct_tune.generation.generate_responses` (prompts sorted by length, left-padded batches,
+Ours: `instruct_tune.lm.generation.generate_responses` (prompts sorted by length, left-padded batches,
 KV cache, per-row stop at eos / stop strings). Reference: a transformers `pipeline("text-generation")`
 called once per example. Same model object, same 100 prompts (raschka_ch07 instruction data, alpaca
 template), greedy, same max_new_tokens and stop strings; both outputs go through the same clean-up, so
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import torch
 
-from instruct_tune.generation import build_prompts, clean_response, eos_token_ids, generate_responses
-from instruct_tune.modeling import load_model, load_tokenizer, pick_device
+from instruct_tune.lm.generation import build_prompts, clean_response, eos_token_ids, generate_responses
+from instruct_tune.lm.modeling import load_model, load_tokenizer, pick_device
 from instruct_tune.params import GenerateParams, ModelParams
-from instruct_tune.templates import stop_strings
+from instruct_tune.lm.templates import stop_strings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "raschka_ch07" / "instruction-data.json"

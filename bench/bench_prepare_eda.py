@@ -2,7 +2,7 @@
 
 Each phase runs in its own child process, so its peak resident memory (getrusage ru_maxrss) is its own;
 the baseline (after imports, before work) is printed beside it. The prepare phase goes through
-`instruct_tune.prepare.prepare` with the file as a local alpaca source; without that module it falls back to
+`instruct_tune.data.prepare.prepare` with the file as a local alpaca source; without that module it falls back to
 loading the JSON directly (and says so). Usage:
 
     python bench/bench_prepare_eda.py [--data ../shared/data/alpaca/alpaca_52k_en.json] [--lda-max-docs N]
@@ -32,11 +32,11 @@ def phase_prepare(data: Path, out: Path) -> dict:
 
     try:
         from instruct_tune.params import DataParams, SourceParams
-        from instruct_tune.prepare import prepare
+        from instruct_tune.data.prepare import prepare
     except ImportError as exc:
-        prepare, how = None, f"direct json.load (instruct_tune.prepare not importable: {exc})"
+        prepare, how = None, f"direct json.load (instruct_tune.data.prepare not importable: {exc})"
     else:
-        how = "instruct_tune.prepare.prepare (local alpaca source)"
+        how = "instruct_tune.data.prepare.prepare (local alpaca source)"
     base = rss_mib()
     start = time.perf_counter()
     if prepare is not None:
@@ -59,9 +59,9 @@ def phase_prepare(data: Path, out: Path) -> dict:
 
 
 def phase_eda(records_path: Path, lda_max_docs: int | None) -> dict:
-    from instruct_tune.eda import describe, flesch_scores, write_eda_plots
+    from instruct_tune.data.eda import describe, flesch_scores, write_eda_plots
     from instruct_tune.params import EdaParams
-    from instruct_tune.split import read_records
+    from instruct_tune.data.split import read_records
 
     import gensim  # noqa: F401  (imported before the baseline, as the stage does)
     import textstat  # noqa: F401 (likewise)

@@ -29,11 +29,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from instruct_tune import synthesize as S
+from instruct_tune.synth import synthesize as S
 from instruct_tune.errors import clip
 from instruct_tune.io import read_records, write_jsonl
-from instruct_tune.judge_backends import make_backend
-from instruct_tune.llm_cache import RunStats
+from instruct_tune.llm.backends import make_backend
+from instruct_tune.llm.cache import RunStats
 from instruct_tune.params import SynthLLMParams, SynthParams
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from instruct_tune.tasks import generate_tasks
+from instruct_tune.tasks.families import generate_tasks
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ second over the optimizer steps after `--warmup` steps (forward + backward + opt
 checkpointing and loading excluded alike), and MFU = 6 x parameters x tokens/s / this machine's fp32
 matmul rate (torch.matmul on 2048x2048, measured here first).
 
-- ours: `instruct_tune.training.train` (length-grouped batches, logits only where labels are, fused
+- ours: `instruct_tune.lm.training.train` (length-grouped batches, logits only where labels are, fused
   AdamW, glibc told to keep freed memory; loss on the response).
 - trl: `trl.SFTTrainer` with its defaults (random order, pad to the longest, completion-only loss), except
   bf16 and gradient checkpointing, which it turns on by default: bf16 autocast runs ~100x slower on this
@@ -68,7 +68,7 @@ def tiny_model_dir(out: Path) -> str:
     """A 2-layer random Llama with the bundled tokenizer, for --quick."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from instruct_tune.modeling import load_tokenizer
+    from instruct_tune.lm.modeling import load_tokenizer
     from instruct_tune.params import ModelParams
 
     tokenizer = load_tokenizer(ModelParams())
@@ -105,7 +105,7 @@ def _step_timer(warmup: int):
 
 
 def run_ours(model_name: str, records: list[dict], batch: int, steps: int, warmup: int, work: Path) -> dict:
-    from instruct_tune import training
+    from instruct_tune.lm import training
     from instruct_tune.io import write_jsonl
     from instruct_tune.params import ModelParams, Params, TrainParams
 
@@ -128,9 +128,9 @@ def run_trl(model_name: str, records: list[dict], batch: int, steps: int, warmup
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from instruct_tune.modeling import load_model, load_tokenizer
+    from instruct_tune.lm.modeling import load_model, load_tokenizer
     from instruct_tune.params import ModelParams
-    from instruct_tune.templates import format_prompt
+    from instruct_tune.lm.templates import format_prompt
 
     params = ModelParams(name=model_name)
     tokenizer, model = load_tokenizer(params), load_model(params)
@@ -146,9 +146,9 @@ def run_trl(model_name: str, records: list[dict], batch: int, steps: int, warmup
 
 def run_plain(model_name: str, records: list[dict], batch: int, steps: int, warmup: int, work: Path) -> dict:
     """rasbt ch07: shuffled DataLoader, pad to the longest with eos (-100 on padding), AdamW, loss on all tokens."""
-    from instruct_tune.modeling import load_model, load_tokenizer
+    from instruct_tune.lm.modeling import load_model, load_tokenizer
     from instruct_tune.params import ModelParams
-    from instruct_tune.templates import format_prompt
+    from instruct_tune.lm.templates import format_prompt
 
     params = ModelParams(name=model_name)
     tokenizer, model = load_tokenizer(params), load_model(params)
@@ -185,7 +185,7 @@ def run_plain(model_name: str, records: list[dict], batch: int, steps: int, warm
 
 
 def worker(args: argparse.Namespace) -> None:
-    from instruct_tune.modeling import load_model
+    from instruct_tune.lm.modeling import load_model
     from instruct_tune.params import ModelParams
 
     torch.manual_seed(SEED)

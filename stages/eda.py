@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from instruct_tune.cli import run_stage, stage_paths
-from instruct_tune.eda import compute_eda, write_eda_plots
+from instruct_tune.data.eda import compute_eda, write_eda_plots
 from instruct_tune.io import write_json
 from instruct_tune.params import load_params
-from instruct_tune.split import read_records
+from instruct_tune.data.split import read_records
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,21 +1,20 @@
-"""Stage `generate`: responses of the base and the tuned model to the test split, and their statistics.
+"""Stage `generate`: responses of the base and the tuned model to the test split (model inference only).
 
 Reads --test and --tuned (a full model or a LoRA adapter), params `model`, `train.template`, `generate`; writes
-{base,tuned}.jsonl in --out, --metrics (strict and lenient accuracy, the paired tuned - base difference with its
-interval and McNemar p) and --breakdown (per task family, finish reasons, lengths). Resumable: finished rows sit
-in --work (scratch, git-ignored, not a DVC out; keyed by a fingerprint of everything that decides them) until both
-models are done.
+{base,tuned}.jsonl in --out, --metrics (answer lengths) and --breakdown (finish reasons, speed). Scoring the answers
+is the `evaluate` stage's. Resumable: finished rows sit in --work (scratch, git-ignored, not a DVC out; keyed by a
+fingerprint of everything that decides them) until both models are done.
 """
 
 from __future__ import annotations
 
 from instruct_tune.cli import run_stage, stage_paths
-from instruct_tune.generation import (
-    build_prompts, clear_work, compare_models, generate_responses, load_base, load_test_records, load_tuned,
-    open_partial, work_fingerprint,
+from instruct_tune.lm.generation import (
+    build_prompts, clear_work, generate_responses, load_base, load_test_records, load_tuned, open_partial,
+    run_summary, work_fingerprint,
 )
 from instruct_tune.io import jsonl_line, write_file_set, write_json
-from instruct_tune.modeling import pick_device
+from instruct_tune.lm.modeling import pick_device
 from instruct_tune.params import load_params
 
 
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         rows[name], timings[name] = run.rows, run.tokens_per_s
         del model
     write_file_set(paths.out, outputs)  # both files at once: never a new base.jsonl beside an old tuned.jsonl
-    headline, breakdown = compare_models(rows, params.generate, timings)
+    headline, breakdown = run_summary(rows, timings)
     write_json(paths.breakdown, breakdown)
     write_json(paths.metrics, headline)
     # The base model's answers depend on nothing that training changes: its fingerprinted work file stays as a

@@ -1,6 +1,7 @@
 """Stage `judge`: the tuned model against the base model on the test split, by an LLM judge.
 
-Reads {tuned,base}.jsonl in --generations and params `judge`; writes --out (the judgments, JSON Lines), --metrics
+Reads {tuned,base}.jsonl in --generations, their strict verification in --verification (the `evaluate` stage's,
+against which the judge's validity is measured) and params `judge`; writes --out (the judgments, JSON Lines), --metrics
 (headline numbers), --breakdown (per task, judge validity in detail) and --plots (charts). Finished judgments are
 cached in --cache (scratch, git-ignored, not a DVC out; keyed by content), so a rerun on unchanged inputs makes no
 judge calls and an interrupted run resumes.
@@ -9,17 +10,19 @@ judge calls and an interrupted run resumes.
 from __future__ import annotations
 
 from instruct_tune.cli import run_stage, stage_paths
-from instruct_tune.judge import judge_generations, write_outputs
+from instruct_tune.evaluate.judge import judge_generations, read_verification, write_outputs
 from instruct_tune.params import load_params
 
 NAMES = ("tuned", "base")  # the tuned model's point of view: its wins, losses and ties
 
 
 def main(argv: list[str] | None = None) -> None:
-    paths = stage_paths(argv, __doc__, "generations", "out", "cache", "metrics", "breakdown", "plots")
+    paths = stage_paths(argv, __doc__, "generations", "verification", "out", "cache", "metrics", "breakdown", "plots")
     params = load_params().judge
+    verified = tuple(read_verification(paths.verification / f"{name}.jsonl") for name in NAMES)
     judgments, metrics, details, stats = judge_generations(
-        paths.generations / "tuned.jsonl", paths.generations / "base.jsonl", NAMES, params, paths.cache
+        paths.generations / "tuned.jsonl", paths.generations / "base.jsonl", NAMES, params, paths.cache,
+        verified=verified,
     )
     write_outputs(judgments, metrics, details, NAMES, paths.out, paths.metrics, paths.breakdown, paths.plots)
     # Calls depend on the cache, not on the inputs: printed, kept out of the metrics.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.io import write_json, write_jsonl
 from instruct_tune.params import load_params
-from instruct_tune.prepare import prepare
+from instruct_tune.data.prepare import prepare
 
 
 def main(argv: list[str] | None = None) -> None:

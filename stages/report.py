@@ -6,7 +6,7 @@ from __future__ import annotations
 from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.io import atomic_write_text
 from instruct_tune.params import load_params
-from instruct_tune.report import build_report
+from instruct_tune.report.build import build_report
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.io import jsonl_line, write_file_set, write_json
 from instruct_tune.params import load_params
-from instruct_tune.split import read_records, stratified_split
+from instruct_tune.data.split import read_records, stratified_split
 
 
 def main(argv: list[str] | None = None) -> None:

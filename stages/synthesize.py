@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.params import load_params
-from instruct_tune.synthesize import check_tracked, summary, synthesize, write_outputs
+from instruct_tune.synth.synthesize import check_tracked, summary, synthesize, write_outputs
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.params import load_params
-from instruct_tune.training import TrainPaths, train
+from instruct_tune.lm.training import TrainPaths, train
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2's real tokenizer (from the bundled GGUF), saved as a plain tokenizer folder."""
-    from instruct_tune.modeling import load_tokenizer
+    from instruct_tune.lm.modeling import load_tokenizer
     from instruct_tune.params import ModelParams
 
     out = tmp_path_factory.mktemp("tokenizer")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fake_openai import VERDICT, FakeOpenAI
-from instruct_tune.api_keys import (
+from instruct_tune.llm.api_keys import (
     DUMMY_API_KEY, check_endpoint, check_env_name, is_loopback, redact, resolve_api_key,
 )
 from instruct_tune.errors import UserError
@@ -120,8 +120,8 @@ def test_redact_removes_the_key_and_fragments_of_it() -> None:
 
 
 def test_remote_plain_http_is_refused_before_any_connection(monkeypatch: pytest.MonkeyPatch) -> None:
-    from instruct_tune import judge as J
-    from instruct_tune.judge_backends import OpenAIBackend
+    from instruct_tune.evaluate import judge as J
+    from instruct_tune.llm.backends import OpenAIBackend
 
     attempts: list[object] = []
 
@@ -161,7 +161,7 @@ def _judge_cli(root: Path, key: str | None) -> subprocess.CompletedProcess:
     if key is not None:
         env[ENV] = key
     return subprocess.run(
-        [sys.executable, "-m", "instruct_tune.judge", "--a", "gens/tuned.jsonl", "--b", "gens/base.jsonl",
+        [sys.executable, "-m", "instruct_tune.evaluate.head_to_head", "--a", "gens/tuned.jsonl", "--b", "gens/base.jsonl",
          "--names", "tuned,base", "--out", "out", "--cache", "cache"],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from instruct_tune.chat import answer, load_chat_model, main
+from instruct_tune.lm.chat import answer, load_chat_model, main
 from instruct_tune.errors import UserError
-from instruct_tune.generation import build_prompts, encode_prompts, generate_responses
+from instruct_tune.lm.generation import build_prompts, encode_prompts, generate_responses
 from instruct_tune.params import GenerateParams, ModelParams
 
 # no_repeat_ngram_size=1: a random tiny model otherwise repeats one token; this makes its text varied.

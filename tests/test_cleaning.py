@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from instruct_tune.cleaning import (
+from instruct_tune.data.cleaning import (
     Deduplicator,
     clean_record,
     clean_text,
@@ -139,7 +139,7 @@ def test_script_and_style_blocks_are_removed_with_their_content():
 
 PATHOLOGICAL = """
 import sys
-from instruct_tune.cleaning import clean_text
+from instruct_tune.data.cleaning import clean_text
 pattern, filler = sys.argv[1], sys.argv[2]
 out = clean_text(pattern + filler * (1_000_000 // len(filler)))
 # an unclosed tag is not a tag, so the text stays (a lone `<script>` goes, its text stays)
@@ -167,7 +167,7 @@ def test_pathological_tags_are_still_handled_correctly():
 
 
 def test_html_stripping_runs_after_the_length_filter(monkeypatch):
-    import instruct_tune.cleaning as cleaning
+    import instruct_tune.data.cleaning as cleaning
 
     calls = []
     real = cleaning.strip_html

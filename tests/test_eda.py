@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from dvc_stages import stage_command
-from instruct_tune.charts import bar_png, histogram_png, line_png
-from instruct_tune.eda import (
+from instruct_tune.report.charts import bar_png, histogram_png, line_png
+from instruct_tune.data.eda import (
     compute_eda,
     flesch_scores,
     lda_topics,

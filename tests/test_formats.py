@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from instruct_tune.errors import UserError
-from instruct_tune.formats import (
+from instruct_tune.data.formats import (
     Row,
     detect_format,
     detokenize,

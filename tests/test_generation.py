@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from dvc_stages import stage_command, stage_paths
-from instruct_tune import templates
+from instruct_tune.lm import templates
 from instruct_tune.errors import UserError
-from instruct_tune.generation import (
-    StopCriteria, build_prompts, clean_response, compare_models, encode_prompts, generate_responses, generation_metrics,
-    is_repetitive, left_pad, load_base, load_test_records, load_tuned, normalise_tokens, open_partial, plan_batches,
+from instruct_tune.lm.generation import (
+    StopCriteria, build_prompts, clean_response, encode_prompts, generate_responses, generation_stats,
+    left_pad, load_base, load_test_records, load_tuned, open_partial, plan_batches,
     work_fingerprint,
 )
 from instruct_tune.io import read_jsonl, read_jsonl_tolerant, write_jsonl
@@ -184,7 +184,7 @@ def test_fingerprint_mismatch_starts_fresh(llama, tmp_path):
         return work_fingerprint({"model": "m"}, ModelParams(), params, template, ps, RECORDS, "cpu", "torch.float32")
 
     base = fp(SAMPLED)
-    assert fp(dataclasses.replace(SAMPLED, save_every=99, repetition_ngram=2)) == base  # no effect on outputs
+    assert fp(dataclasses.replace(SAMPLED, save_every=99)) == base  # no effect on outputs
     assert fp(dataclasses.replace(SAMPLED, temperature=0.8)) != base
     assert fp(SAMPLED, ps=build_prompts(RECORDS, tok, "alpaca")) != base
     partial = open_partial(tmp_path, "base", base)
@@ -213,59 +213,15 @@ def test_fingerprint_follows_prompt_text_stop_strings_records_and_model_params(l
     assert fp(model=ModelParams(load_in="8bit")) != base
 
 
-def test_metrics_on_hand_made_rows():
-    rows = [
-        {"instruction": "What is 40 plus 2?", "response": "The answer is 42.", "answer": "42", "task": "arithmetic",
-         "new_tokens": 6, "finish": "eos"},
-        {"instruction": "What is 40 plus 2?", "response": "It is 4.2 or so", "answer": "42", "task": "arithmetic",
-         "new_tokens": 8, "finish": "stop"},
-        {"instruction": "Say hi.", "response": "", "answer": None, "task": None, "new_tokens": 1, "finish": "eos"},
-        # rambling: mentions the answer, commits to the other option (passes lenient, fails strict)
-        {"instruction": "Which is smaller, 326 or 111?", "response": "The number 326 is less than 111. " * 3,
-         "answer": "111", "task": "comparison", "new_tokens": 20, "finish": "length"},
-    ]
-    m = generation_metrics(rows, GenerateParams(repetition_ngram=3, repetition_min_repeats=3), tokens_per_s=12.345)
-    assert m["n"] == 4 and m["n_with_answer"] == 3
-    assert m["strict_accuracy"] == round(1 / 3, 4) and m["lenient_accuracy"] == round(2 / 3, 4)
-    assert m["by_task"] == {"arithmetic": {"n": 2, "strict_accuracy": 0.5, "lenient_accuracy": 0.5},
-                            "comparison": {"n": 1, "strict_accuracy": 0.0, "lenient_accuracy": 1.0}}
-    assert m["empty_rate"] == 0.25 and m["repetition_rate"] == 0.25
-    assert m["finish"] == {"eos": 2, "stop": 1, "length": 1}
-    assert m["mean_new_tokens"] == 8.75 and m["tokens_per_s"] == 12.35
-    assert m["mean_chars"] == round(sum(len(r["response"]) for r in rows) / 4, 4)
-
-
-def test_paired_comparison_of_the_two_models():
-    """tuned - base strict accuracy on the same records, with a paired interval and an exact McNemar p."""
-    def rows(correct: list[bool]) -> list[dict]:
-        return [{"id": f"r{i}", "instruction": f"What is {i} plus 1?", "input": "", "answer": str(i + 1),
-                 "task": "arithmetic", "response": f"It is {i + 1 if ok else i + 7}.", "new_tokens": 3, "finish": "eos"}
-                for i, ok in enumerate(correct)]
-    # 30 records: both right on 10, only tuned on 12, only base on 2, both wrong on 6
-    tuned = [True] * 10 + [True] * 12 + [False] * 2 + [False] * 6
-    base = [True] * 10 + [False] * 12 + [True] * 2 + [False] * 6
-    params = GenerateParams(bootstrap_samples=1000, seed=0)
-    headline, details = compare_models({"base": rows(base), "tuned": rows(tuned)}, params, {"base": 1.0, "tuned": 2.0})
-    assert headline["n"] == 30 and (headline["only_tuned"], headline["only_base"]) == (12, 2)
-    assert headline["base"]["strict_accuracy"] == 0.4 and headline["tuned"]["strict_accuracy"] == round(22 / 30, 4)
-    assert headline["strict_accuracy_diff"] == round(10 / 30, 4)
-    assert headline["diff_ci_low"] < headline["strict_accuracy_diff"] < headline["diff_ci_high"]
-    assert 0.1 < headline["diff_ci_low"] and headline["diff_ci_high"] < 0.56
-    # exact two-sided binomial test of 12 vs 2 discordant pairs: 2 * P(X <= 2 | n=14, p=1/2) = 0.0129
-    assert headline["mcnemar_p"] == 0.0129
-    assert details["tuned"]["tokens_per_s"] == 2.0 and "by_task" in details["base"]
-    assert compare_models({"base": rows(base), "tuned": rows(tuned)}, params, {})[0] == headline  # seeded
-
-
-def test_answer_normalisation():
-    assert normalise_tokens("Paris, FRANCE!") == ["paris", "france"]
-    assert normalise_tokens("It was -3.5 on 2024-01-05") == ["it", "was", "-3.5", "on", "2024", "01", "05"]
-
-
-def test_repetition_detector():
-    assert is_repetitive("a b c a b c a b c", 3, 3)
-    assert not is_repetitive("a b c a b c d", 3, 3)
-    assert not is_repetitive("short", 4, 3)
+def test_generation_stats_on_hand_made_rows():
+    rows = [{"response": "The answer is 42.", "new_tokens": 6, "finish": "eos"},
+            {"response": "", "new_tokens": 1, "finish": "eos"},
+            {"response": "It is 4.2 or so", "new_tokens": 8, "finish": "stop"},
+            {"response": "326 " * 10, "new_tokens": 20, "finish": "length"}]
+    s = generation_stats(rows, tokens_per_s=12.345)
+    assert s == {"n": 4, "tokens_per_s": 12.35, "mean_new_tokens": 8.75,
+                 "mean_chars": round(sum(len(r["response"]) for r in rows) / 4, 4),
+                 "finish": {"eos": 2, "stop": 1, "length": 1}}
 
 
 def test_bad_test_record_names_line_and_field(tmp_path):
@@ -346,9 +302,8 @@ def test_stage_resumes_after_sigkill(tiny_llama_dir, tmp_path):
     same = [t["response"] == b["response"] for t, b in zip(tuned, base)]
     assert same.count(False) == 1  # same weights, same params: only the marked record differs
     headline = json.loads(paths["metrics"].read_text())
-    # n counts the records with an answer (the paired comparison); these test records have none
-    assert headline["n"] == 0 and set(headline["base"]) == {"strict_accuracy", "lenient_accuracy", "mean_new_tokens",
-                                                             "repetition_rate"}
+    # generate measures the run only (scores are the evaluate stage's)
+    assert headline["n"] == 12 and set(headline["base"]) == {"mean_new_tokens"}
     metrics = json.loads(paths["breakdown"].read_text())
     assert metrics["base"]["n"] == 12 and metrics["tuned"]["finish"]["length"] + metrics["tuned"]["finish"]["eos"] \
         + metrics["tuned"]["finish"]["stop"] == 12

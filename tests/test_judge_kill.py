@@ -47,14 +47,14 @@ def _setup(root: Path, base_url: str) -> None:
         f"  base_url: {base_url}\n  concurrency: 1\n  max_retries: 0\n  timeout_s: 30\n")
 
 
-# `python -m instruct_tune.judge ARGS`, except that it waits for "go" on stdin after its imports.
+# `python -m instruct_tune.evaluate.head_to_head ARGS`, except that it waits for "go" on stdin after its imports.
 _BOOT = """
 import sys
 import openai  # noqa: F401 (imported by the backend on the first run: done before "go")
-from instruct_tune import judge
+from instruct_tune.evaluate import head_to_head
 from instruct_tune.cli import run_stage
 if sys.stdin.readline().strip() == "go":
-    run_stage(lambda: judge.main(sys.argv[1:]))
+    run_stage(lambda: head_to_head.main(sys.argv[1:]))
 """
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from instruct_tune import judge_models as M
+from instruct_tune.llm import models as M
 from instruct_tune.errors import UserError
 from instruct_tune.params import BUNDLED_MODEL
 

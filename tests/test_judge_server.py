@@ -32,10 +32,10 @@ from typing import Any
 
 import pytest
 
-from instruct_tune import judge as J
+from instruct_tune.evaluate import judge as J
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_jsonl, write_jsonl
-from instruct_tune.judge_backends import DUMMY_API_KEY, OpenAIBackend
+from instruct_tune.llm.backends import DUMMY_API_KEY, OpenAIBackend
 from instruct_tune.params import JudgeParams
 
 pytest.importorskip("openai")
@@ -156,7 +156,7 @@ def openai_params(base_url: str, **kw: Any) -> JudgeParams:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`python -m llama_cpp.server` with the bundled GGUF on a free 127.0.0.1 port; killed at teardown."""
     pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
-    from instruct_tune.modeling import bundled_gguf_path
+    from instruct_tune.bundled import bundled_gguf_path
 
     port = free_port()
     log = tmp_path_factory.mktemp("llama_server") / "server.log"

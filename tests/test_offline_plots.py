@@ -1,4 +1,4 @@
-"""`python -m instruct_tune.offline_plots show` writes a DVC plots page that needs no network."""
+"""`python -m instruct_tune.report.offline_plots show` writes a DVC plots page that needs no network."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from instruct_tune.offline_plots import TEMPLATE_NAME, main
+from instruct_tune.report.offline_plots import TEMPLATE_NAME, main
 
 LOSS_CSV = "step,loss\n0,2.5\n1,1.9\n2,1.4\n3,0.875\n"
 
@@ -31,7 +31,7 @@ def _env() -> dict[str, str]:
 def test_show_writes_self_contained_page(tmp_path: Path) -> None:
     _toy_repo(tmp_path)
     run = subprocess.run(
-        [sys.executable, "-m", "instruct_tune.offline_plots", "show"],
+        [sys.executable, "-m", "instruct_tune.report.offline_plots", "show"],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stderr

@@ -33,7 +33,7 @@ def test_params_yaml_holds_exactly_the_models_defaults() -> None:
 
 CASES = {  # params.yaml text -> the whole error message
     "unknown section": ("trian:\n  lr: 0.1\n",
-                        "trian: unknown key (allowed under the top level: data, eda, split, model, train, generate, "
+                        "trian: unknown key (allowed under the top level: data, eda, split, model, train, generate, evaluate, "
                         "judge, synth, report)"),
     "unknown key": ("split:\n  seed: 1\n  test_sise: 5\n",
                     "split.test_sise: unknown key (allowed under split: train_size, val_size, test_size, seed, "
@@ -136,9 +136,9 @@ def test_transformers_scheduler_and_optimizer_names_are_the_allowed_ones() -> No
 
 
 def test_every_allowed_name_has_its_implementation() -> None:
-    from instruct_tune.formats import normaliser
-    from instruct_tune.judge_backends import BACKENDS
-    from instruct_tune.templates import format_prompt
+    from instruct_tune.data.formats import normaliser
+    from instruct_tune.llm.backends import BACKENDS
+    from instruct_tune.lm.templates import format_prompt
 
     record = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
     for template in get_args(Template):
@@ -152,7 +152,7 @@ def test_every_allowed_name_has_its_implementation() -> None:
 def test_every_section_a_backend_reads_has_the_backend_settings() -> None:
     """judge, synth.generator and synth.auditor go to the same backends, which read `BackendSettings` (a Protocol,
     unchecked at run time): each field there is a field of those sections, of the same type."""
-    from instruct_tune.judge_backends import BackendSettings
+    from instruct_tune.llm.backends import BackendSettings
     from instruct_tune.params import JudgeParams, SynthLLMParams
 
     wanted = get_type_hints(BackendSettings)
@@ -170,8 +170,7 @@ def test_fingerprint_leaves_out_only_operational_fields() -> None:
     assert fingerprint(dataclasses.replace(params.train, num_threads=2, save_total_limit=9)) == train
     assert fingerprint(dataclasses.replace(params.train, lr=1e-4)) != train
     generate = fingerprint(params.generate)
-    assert set(to_dict(params.generate)) - set(generate) == {"save_every", "repetition_ngram",
-                                                             "repetition_min_repeats", "bootstrap_samples"}
+    assert set(to_dict(params.generate)) - set(generate) == {"save_every"}
     generator = fingerprint(params.synth.generator)
     assert set(to_dict(params.synth.generator)) - set(generator) == {
         "api_key_env", "allow_insecure_http", "concurrency", "timeout_s", "max_retries", "n_threads"}

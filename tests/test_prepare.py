@@ -11,7 +11,7 @@ import pytest
 from dvc_stages import stage_command
 from instruct_tune.errors import UserError
 from instruct_tune.params import DataParams, SourceParams, params_from_dict
-from instruct_tune.prepare import RECORD_FIELDS, load_source, prepare
+from instruct_tune.data.prepare import RECORD_FIELDS, load_source, prepare
 
 
 

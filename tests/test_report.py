@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from instruct_tune.io import write_json, write_jsonl
-from instruct_tune.report import build_report
+from instruct_tune.report.build import build_report
 
 HOSTILE = '<script>alert(1)</script> <img src=x onerror=alert(2)> ![t](http://tracker.example/p.gif) [x](javascript:alert(3))'
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from instruct_tune.io import write_json, write_jsonl
-from instruct_tune.markdown import code_block, code_span, inert
-from instruct_tune.report import build_report
+from instruct_tune.report.markdown import code_block, code_span, inert
+from instruct_tune.report.build import build_report
 
 # Each is markup a viewer (GitHub, VS Code) would render: a script, an image that runs code or loads from a
 # tracker, links (javascript:, autolinks, GFM's bare-URL and www autolinks), a raw HTML comment and block,
@@ -138,7 +138,7 @@ def test_our_own_structure_is_the_only_structure() -> None:
 
 
 def test_table_cells_cannot_break_the_table() -> None:
-    from instruct_tune.report import table
+    from instruct_tune.report.build import table
 
     text = table(["a", "b"], [[inert("x | y\nz"), inert("<b>")]])
     assert text.splitlines()[2] == "| x \\| y z | &lt;b&gt; |"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from instruct_tune.errors import UserError
-from instruct_tune.sources import classify, read_builtin, read_file, read_hub, read_rows, read_url
+from instruct_tune.data.sources import classify, read_builtin, read_file, read_hub, read_rows, read_url
 
 ALPACA = [{"instruction": "Say hi.", "input": "", "output": "Hi!"}, {"instruction": "Add 2 and 3.", "output": "5"}]
 
@@ -353,7 +353,7 @@ def test_redirects_never_downgrade_https_to_http(tmp_path, http_base, monkeypatc
 
 def test_prepare_records_the_sha256_of_a_url_source(http_base):
     from instruct_tune.params import DataParams, SourceParams
-    from instruct_tune.prepare import prepare
+    from instruct_tune.data.prepare import prepare
 
     good = hashlib.sha256(ROWS_JSONL).hexdigest()
     _, metrics = prepare(DataParams(sources=[SourceParams(uri=f"{http_base}/data.jsonl", name="web", sha256=good)]))

@@ -13,7 +13,7 @@ import pytest
 from dvc_stages import stage_command
 from instruct_tune.errors import UserError
 from instruct_tune.params import SplitParams
-from instruct_tune.split import read_records, split_report, strata_labels, stratified_order, stratified_split
+from instruct_tune.data.split import read_records, split_report, strata_labels, stratified_order, stratified_split
 
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instruct_tune.stats import agreement, bootstrap_ci, kappa_ci, mcnemar_exact_p, paired_difference, roc_auc
+from instruct_tune.evaluate.stats import agreement, bootstrap_ci, kappa_ci, mcnemar_exact_p, paired_difference, roc_auc
 
 
 def test_mcnemar_exact_p_matches_the_binomial_test() -> None:

@@ -23,11 +23,11 @@ import pytest
 
 from dvc_stages import stage_command, stage_paths
 from fake_openai import FakeOpenAI
-from instruct_tune import synthesize as S
+from instruct_tune.synth import synthesize as S
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_json, read_jsonl
 from instruct_tune.params import DataParams, SynthLLMParams, SynthParams, params_from_dict
-from instruct_tune.prepare import prepare
+from instruct_tune.data.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -506,11 +506,13 @@ def test_the_stage_shares_the_judges_cache_and_backends_but_not_its_prompts() ->
     their own modules (the judge imports the same objects), never judge.py."""
     from test_contracts import import_closure
 
-    from instruct_tune import judge, llm_cache, prompt_text
+    from instruct_tune.evaluate import judge
+    from instruct_tune.llm import cache as llm_cache
+    from instruct_tune.llm import prompt_text
 
     closure = import_closure(REPO / "stages" / "synthesize.py")
-    assert "instruct_tune.judge" not in closure and "instruct_tune.rubric" not in closure
-    assert {"instruct_tune.llm_cache", "instruct_tune.prompt_text", "instruct_tune.judge_backends"} <= set(closure)
+    assert "instruct_tune.evaluate.judge" not in closure and "instruct_tune.evaluate.rubric" not in closure
+    assert {"instruct_tune.llm.cache", "instruct_tune.llm.prompt_text", "instruct_tune.llm.backends"} <= set(closure)
     assert (judge.JudgeCache, judge.RunStats, judge.neutralise) == (llm_cache.JudgeCache, llm_cache.RunStats,
                                                                    prompt_text.neutralise)
     assert (S.JudgeCache, S.RunStats, S.neutralise) == (judge.JudgeCache, judge.RunStats, judge.neutralise)
@@ -523,7 +525,7 @@ def test_documents_outside_the_stage_deps_are_refused(tmp_path: Path, monkeypatc
     S.check_tracked("documents", ["documents"])
     with pytest.raises(UserError, match=r"^params\.yaml: synth\.documents: elsewhere is not inside a dep of the "
                                         r"`synthesize` stage in dvc\.yaml \(documents\), so DVC would not rerun it"):
-        S.check_tracked("elsewhere", ["stages/synthesize.py", "documents", "src/instruct_tune/synthesize.py"])
+        S.check_tracked("elsewhere", ["stages/synthesize.py", "documents", "src/instruct_tune/synth/synthesize.py"])
 
 
 # ---------------------------------------------------------------- the stage script, killed and resumed
@@ -621,7 +623,7 @@ def test_the_local_backend_writes_and_audits_under_the_schema(tmp_path: Path) ->
 
 
 def test_report_shows_the_synthesis_only_when_it_ran(tmp_path: Path) -> None:
-    from instruct_tune.report import build_report
+    from instruct_tune.report.build import build_report
 
     docs = write_documents(tmp_path / "docs")
     with FakeOpenAI(scripted) as server:

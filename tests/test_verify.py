@@ -9,8 +9,9 @@ import unicodedata
 
 import pytest
 
-from instruct_tune import tasks, verify
-from instruct_tune.tasks import TASK_FAMILIES, generate_tasks
+from instruct_tune.tasks import families as tasks
+from instruct_tune.tasks import matching, verify
+from instruct_tune.tasks.families import TASK_FAMILIES, generate_tasks
 
 SEEDS = (0, 1)
 
@@ -50,7 +51,7 @@ def test_another_records_output_never_verifies(records: list[dict[str, str]]) ->
     for family, rows in by_family.items():
         for r in rng.sample(rows, min(100, len(rows))):
             other = rng.choice(rows)
-            if verify.lenient_match(r["answer"], other["output"]):
+            if matching.lenient_match(r["answer"], other["output"]):
                 continue  # the other output happens to hold this answer (two 'odd' numbers): not a wrong answer
             if verify.strict_match(family, r["answer"], r["instruction"], r["input"], other["output"]):
                 passed.append((family, r["instruction"], r["input"], r["answer"], other["output"]))
@@ -84,10 +85,10 @@ def test_lenient_match_is_the_old_answer_matches(records: list[dict[str, str]]) 
     ]
     for answer in answers:
         for response in rng.sample(responses, 30) + responses[-13:]:
-            assert verify.lenient_match(answer, response) == _old_answer_matches(answer, response), (answer, response)
+            assert matching.lenient_match(answer, response) == _old_answer_matches(answer, response), (answer, response)
     for text in responses:
-        assert verify.normalise_tokens(text) == _old_normalise_tokens(text)
-    assert verify.lenient_match("111", "The number 326 is less than 111.")
+        assert matching.normalise_tokens(text) == _old_normalise_tokens(text)
+    assert matching.lenient_match("111", "The number 326 is less than 111.")
 
 
 def test_filler_words_are_never_answers(records: list[dict[str, str]]) -> None:
@@ -380,10 +381,10 @@ def test_every_family_has_tricky_cases() -> None:
 
 
 def test_issue_examples_pass_leniently_but_not_strictly() -> None:
-    assert verify.lenient_match("111", "The number 326 is less than 111.")
+    assert matching.lenient_match("111", "The number 326 is less than 111.")
     assert not verify.strict_match("comparison", "111", "Which is smaller, 326 or 111?", "",
                                    "The number 326 is less than 111.")
-    assert verify.lenient_match("stood", "'stood' becomes 'stayed'")
+    assert matching.lenient_match("stood", "'stood' becomes 'stayed'")
     assert not verify.strict_match("past_tense", "stood", "What is the past tense of 'stand'?", "",
                                    "'stood' becomes 'stayed'")
 

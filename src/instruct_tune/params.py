@@ -194,9 +194,14 @@ class GenerateParams:
     save_every: Int = operational(8)
     seed: Int = 0
     stop_strings: list[Str] = field(default_factory=lambda: ["### Instruction", "<|user|>", "<|im_start|>"])
-    repetition_ngram: Int = operational(4)  # n-gram size for the repetition-rate metric
-    repetition_min_repeats: Int = operational(3)
-    bootstrap_samples: Int = operational(2000)  # paired bootstrap of the tuned - base accuracy difference
+
+
+@dataclass(config=_SECTION)
+class EvaluateParams:
+    repetition_ngram: Int = 4  # n-gram size for the repetition-rate metric
+    repetition_min_repeats: Int = 3
+    bootstrap_samples: Int = 2000  # paired bootstrap of the tuned - base accuracy difference
+    seed: Int = 0
 
 
 @dataclass(config=_SECTION)
@@ -225,7 +230,7 @@ class JudgeParams:
     allow_insecure_http: Bool = operational(False)  # openai backend: the key may go over plain http to any host
 
     def __post_init__(self) -> None:
-        from instruct_tune.api_keys import check_env_name
+        from instruct_tune.llm.api_keys import check_env_name
 
         check_env_name(self.api_key_env)  # a pasted key fails every stage, before it reaches dvc.lock
 
@@ -268,7 +273,7 @@ class SynthParams:
     auditor: SynthLLMParams = field(default_factory=SynthLLMParams)
 
     def __post_init__(self) -> None:
-        from instruct_tune.api_keys import check_env_name
+        from instruct_tune.llm.api_keys import check_env_name
 
         check_env_name(self.generator.api_key_env, "synth.generator")  # as for the judge: before dvc.lock
         check_env_name(self.auditor.api_key_env, "synth.auditor")
@@ -287,6 +292,7 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     judge: JudgeParams = field(default_factory=JudgeParams)
     synth: SynthParams = field(default_factory=SynthParams)
     report: ReportParams = field(default_factory=ReportParams)

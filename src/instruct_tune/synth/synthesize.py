@@ -49,14 +49,14 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from instruct_tune.api_keys import check_endpoint
-from instruct_tune.cleaning import normalise_whitespace
+from instruct_tune.llm.api_keys import check_endpoint
+from instruct_tune.data.cleaning import normalise_whitespace
 from instruct_tune.errors import UserError, clip
 from instruct_tune.io import iter_records, jsonl_line, read_json, write_file_set, write_json
-from instruct_tune.judge_backends import Backend, JudgmentFailed, make_backend
-from instruct_tune.llm_cache import JudgeCache, RunStats, answer_all
+from instruct_tune.llm.backends import Backend, JudgmentFailed, make_backend
+from instruct_tune.llm.cache import JudgeCache, RunStats, answer_all
 from instruct_tune.params import SynthLLMParams, SynthParams, fingerprint
-from instruct_tune.prompt_text import neutralise
+from instruct_tune.llm.prompt_text import neutralise
 
 DOCUMENT_TYPES = (".txt", ".md", ".markdown", ".html", ".htm", ".json", ".jsonl")
 TASKS = ("question", "summary", "rewrite", "classification", "extraction")

@@ -5,8 +5,8 @@ interactive charts stay blank. This module writes an HTML template (DVC's `--htm
 carries those three libraries inline, bundled by `vl-convert-python` from copies inside its wheel,
 and runs DVC with it:
 
-    python -m instruct_tune.offline_plots show [dvc plots show args...]
-    python -m instruct_tune.offline_plots diff [dvc plots diff args...]
+    python -m instruct_tune.report.offline_plots show [dvc plots show args...]
+    python -m instruct_tune.report.offline_plots diff [dvc plots diff args...]
 
 The template goes to `.dvc/tmp/offline_plots_template.html` (DVC git-ignores `.dvc/tmp`); the page
 goes where DVC puts it (`dvc_plots/index.html` unless `-o`/`plots.out_dir` says otherwise).
@@ -110,7 +110,7 @@ def _page_path(args: object, dvc_dir: str) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `dvc plots show|diff` with the offline template; return DVC's exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    usage = "usage: python -m instruct_tune.offline_plots {show,diff} [dvc plots show/diff args...]"
+    usage = "usage: python -m instruct_tune.report.offline_plots {show,diff} [dvc plots show/diff args...]"
     if not argv or argv[0] not in ("show", "diff"):
         if argv and argv[0] in ("-h", "--help"):
             print(usage)

@@ -181,7 +181,7 @@ def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def write_eda_plots(records: Sequence[dict[str, Any]], metrics: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """CSV data (`lengths_{chars,words}.csv`: bin_start,bin_end,instruction,input,output; `top_verbs.csv`)
     and PNG charts beside them in `out_dir`. Returns the files written."""
-    from instruct_tune.charts import bar_png, histogram_png
+    from instruct_tune.report.charts import bar_png, histogram_png
 
     out = Path(out_dir)
     written = []

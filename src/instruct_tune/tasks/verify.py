@@ -31,37 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from instruct_tune import tasks
-
-# ---------------------------------------------------------------------------------------------------------
-# The lenient rule (generation.answer_matches as it was; verify must not import generation, which needs torch)
-# ---------------------------------------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"(?<!\w)-?\d+(?:\.\d+)?|[^\W_]+")
-
-
-def normalise_tokens(text: str) -> list[str]:
-    """Text as a sequence of comparable tokens, for exact-match accuracy.
-
-    NFKC, case-folded; a token is a number (digits with an optional decimal part, and a leading minus
-    when it does not follow a letter or digit, so `2024-01-05` gives 2024, 01, 05) or a run of letters
-    and digits; everything else (spaces, punctuation, quotes, underscores) only separates tokens.
-    So `"Paris."` and `paris` match, `1,234` is 1 234 (and does not match `1234`), `3.50` does not match `3.5`.
-    """
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-
-
-def lenient_match(answer: str, response: str) -> bool:
-    """The normalised answer occurs in the normalised response as a contiguous token sequence (the old rule).
-
-    An answer with no tokens (only punctuation) falls back to a case-folded substring test.
-    """
-    target, tokens = normalise_tokens(answer), normalise_tokens(response)
-    if not target:
-        return bool(answer.strip()) and answer.strip().casefold() in response.casefold()
-    k = len(target)
-    return any(tokens[i : i + k] == target for i in range(len(tokens) - k + 1))
-
+from instruct_tune.tasks import families as tasks
+from instruct_tune.tasks.matching import normalise_tokens
 
 # ---------------------------------------------------------------------------------------------------------
 # Shared pieces: numbers, dates, quotes, words, option mentions

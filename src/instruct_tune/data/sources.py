@@ -6,7 +6,7 @@ URIs:
 - `hf:owner/name`, or a bare hub id such as `tatsu-lab/alpaca` that is not a local path: `datasets.load_dataset`.
 - `http://...` / `https://...`: streamed to a temporary file (size cap, overall deadline, no https -> http
   redirect, optional expected SHA-256), then read by the URL's file extension.
-- `builtin:tasks`: the built-in generator of verifiable tasks (`instruct_tune.tasks`), rows in alpaca format.
+- `builtin:tasks`: the built-in generator of verifiable tasks (`instruct_tune.tasks.families`), rows in alpaca format.
 Every error is a UserError naming the file (or URL, or hub id), the line or record, and the field.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from instruct_tune.errors import UserError
-from instruct_tune.formats import Row
+from instruct_tune.data.formats import Row
 
 FILE_TYPES = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 BUILTINS = ("tasks",)
@@ -303,7 +303,7 @@ def read_builtin(name: str, count: int | None, seed: int) -> list[Row]:
     if name not in BUILTINS:
         available = ", ".join("builtin:" + b for b in BUILTINS)
         raise UserError(f"builtin:{name}: unknown built-in source (available: {available})")
-    from instruct_tune.tasks import generate_tasks  # imported here: only builtin sources need the generator
+    from instruct_tune.tasks.families import generate_tasks  # imported here: only builtin sources need the generator
 
     records: list[dict[str, Any]] = generate_tasks(BUILTIN_DEFAULT_COUNT if count is None else count, seed)
     return [Row(f"builtin:{name}: record {i}", record) for i, record in enumerate(records, 1)]

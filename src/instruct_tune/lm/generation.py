@@ -1,4 +1,4 @@
-"""Batched, resumable generation for the test split, and the statistics `metrics/generate.json` reports.
+"""Batched, resumable generation for the test split: model inference only (scoring is `evaluate.answers`).
 
 How a run goes:
 - every record's prompt comes from `templates.format_prompt` (the template the model was trained with);
@@ -12,8 +12,8 @@ How a run goes:
   the same fingerprint (model files and params, generate params, prompts and records, stop strings, this
   code) skips them.
 
-Public entry points: `generate_responses` (one model over records) and `generation_metrics` (the
-statistics of its rows), reused by the stage script, the benchmark and the judge.
+Public entry points: `generate_responses` (one model over records) and `generation_stats` (what the run did:
+lengths, finish reasons, speed), reused by the stage script and the benchmark.
 """
 
 from __future__ import annotations
@@ -33,11 +33,9 @@ from instruct_tune.errors import UserError
 from instruct_tune.io import (
     append_jsonl, atomic_write_text, files_digest, read_jsonl_tolerant, read_records, sha256_file, write_jsonl,
 )
-from instruct_tune.modeling import load_model, load_tokenizer, resolve_source
+from instruct_tune.lm.modeling import load_model, load_tokenizer, resolve_source
 from instruct_tune.params import GenerateParams, ModelParams, Template, fingerprint
-from instruct_tune.stats import mcnemar_exact_p, paired_difference
-from instruct_tune.templates import format_prompt, stop_strings
-from instruct_tune.verify import lenient_match, normalise_tokens, strict_match
+from instruct_tune.lm.templates import format_prompt, stop_strings
 
 FINISH_REASONS = ("eos", "stop", "length")
 
@@ -144,7 +142,7 @@ def work_fingerprint(
     """
     import transformers
 
-    from instruct_tune import templates
+    from instruct_tune.lm import templates
 
     payload = {
         "model": model_identity,
@@ -390,89 +388,37 @@ def generate_responses(
     return GenerationRun(rows, generated, sum(r["new_tokens"] for r in rows), seconds)
 
 
-# ---------------------------------------------------------------------------------------------- metrics
-
-def is_repetitive(text: str, n: int, min_repeats: int) -> bool:
-    """True when some word n-gram occurs at least `min_repeats` times: the response is caught in a loop."""
-    words = normalise_tokens(text)
-    if n < 1 or len(words) < n:
-        return False
-    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-    return max(counts.values()) >= min_repeats
+# ---------------------------------------------------------------------------------------------- statistics
 
 
-def _rate(hits: int, n: int) -> float | None:
-    return round(hits / n, 4) if n else None
+def _mean(total: float, n: int) -> float | None:
+    return round(total / n, 4) if n else None
 
 
-def generation_metrics(
-    rows: list[dict[str, Any]], params: GenerateParams, tokens_per_s: float | None = None
-) -> dict[str, Any]:
-    """Statistics of one model's rows: lengths, empty and repetition rates, finish reasons, accuracy.
+def generation_stats(rows: list[dict[str, Any]], tokens_per_s: float | None = None) -> dict[str, Any]:
+    """What one model's run did: its rows, new tokens and characters per answer, finish reasons, speed.
 
-    Everything is a deterministic function of the rows except `tokens_per_s` (a timing, passed in).
-    Accuracy counts the rows whose `answer` is a non-empty string: `strict_accuracy` by the task family's
-    answer extraction (verify.py), `lenient_accuracy` by the answer appearing anywhere in the response;
-    `by_task` splits both by `task`.
+    A deterministic function of the rows except `tokens_per_s` (a timing, passed in). Scores of the answers
+    (accuracy, repetition) are the `evaluate` stage's, so a scoring change never reruns generation.
     """
     n = len(rows)
     finish = Counter(r["finish"] for r in rows)
-    graded = [r for r in rows if isinstance(r.get("answer"), str) and r["answer"].strip()]
-    strict = [is_strictly_correct(r) for r in graded]
-    lenient = [lenient_match(r["answer"], r["response"]) for r in graded]
-    by_task: dict[str, list[tuple[bool, bool]]] = {}
-    for row, s, le in zip(graded, strict, lenient):
-        by_task.setdefault(row.get("task") or "none", []).append((s, le))
     return {
         "n": n,
         "tokens_per_s": round(tokens_per_s, 2) if tokens_per_s is not None else None,
-        "mean_new_tokens": round(sum(r["new_tokens"] for r in rows) / n, 4) if n else None,
-        "mean_chars": round(sum(len(r["response"]) for r in rows) / n, 4) if n else None,
-        "empty_rate": _rate(sum(not r["response"].strip() for r in rows), n),
-        "repetition_rate": _rate(
-            sum(is_repetitive(r["response"], params.repetition_ngram, params.repetition_min_repeats) for r in rows), n
-        ),
+        "mean_new_tokens": _mean(sum(r["new_tokens"] for r in rows), n),
+        "mean_chars": _mean(sum(len(r["response"]) for r in rows), n),
         "finish": {reason: finish.get(reason, 0) for reason in FINISH_REASONS},
-        "n_with_answer": len(graded),
-        "strict_accuracy": _rate(sum(strict), len(graded)),
-        "lenient_accuracy": _rate(sum(lenient), len(graded)),
-        "by_task": {
-            task: {"n": len(h), "strict_accuracy": _rate(sum(s for s, _ in h), len(h)),
-                   "lenient_accuracy": _rate(sum(le for _, le in h), len(h))}
-            for task, h in sorted(by_task.items())
-        },
     }
 
 
-def is_strictly_correct(row: dict[str, Any]) -> bool:
-    """Strict verification of one generation row against its `answer` (by its task family's rule)."""
-    return strict_match(row.get("task"), row["answer"], row["instruction"], row.get("input") or "", row["response"])
+HEADLINE_KEYS = ("mean_new_tokens",)
 
 
-HEADLINE_KEYS = ("strict_accuracy", "lenient_accuracy", "mean_new_tokens", "repetition_rate")
-
-
-def compare_models(rows_by_model: dict[str, list[dict[str, Any]]], params: GenerateParams,
-                   timings: dict[str, float | None]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """metrics/generate.json (headline numbers) and its breakdown, for the base and the tuned model.
-
-    The headline difference is paired: tuned - base strict accuracy over the same records, with a seeded
-    paired-bootstrap 95% interval and an exact McNemar p-value on the records only one model got right.
-    """
-    details = {name: generation_metrics(rows, params, timings.get(name)) for name, rows in rows_by_model.items()}
+def run_summary(rows_by_model: dict[str, list[dict[str, Any]]],
+                timings: dict[str, float | None]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics/generate.json (headline: answer lengths) and its breakdown (finish reasons, speed), per model."""
+    details = {name: generation_stats(rows, timings.get(name)) for name, rows in rows_by_model.items()}
     headline: dict[str, Any] = {name: {k: d[k] for k in HEADLINE_KEYS} for name, d in details.items()}
-    base = {r["id"]: r for r in rows_by_model["base"]}
-    both = [(t, base[t["id"]]) for t in rows_by_model["tuned"]
-            if t["id"] in base and isinstance(t.get("answer"), str) and t["answer"].strip()]
-    tuned_ok = [is_strictly_correct(t) for t, _ in both]
-    base_ok = [is_strictly_correct(b) for _, b in both]
-    diff = paired_difference([float(x) for x in tuned_ok], [float(x) for x in base_ok],
-                             params.bootstrap_samples, params.seed)
-    only_tuned = sum(t and not b for t, b in zip(tuned_ok, base_ok))
-    only_base = sum(b and not t for t, b in zip(tuned_ok, base_ok))
-    headline.update({
-        "n": len(both),
-        "strict_accuracy_diff": diff["diff"], "diff_ci_low": diff["ci_low"], "diff_ci_high": diff["ci_high"],
-        "mcnemar_p": mcnemar_exact_p(only_tuned, only_base), "only_tuned": only_tuned, "only_base": only_base,
-    })
+    headline["n"] = len(rows_by_model.get("tuned", []))
     return headline, details

@@ -21,8 +21,8 @@ import os
 import threading
 from typing import Any, Protocol
 
-from instruct_tune.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
-from instruct_tune.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
+from instruct_tune.llm.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
+from instruct_tune.llm.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
 from instruct_tune.errors import UserError, clip
 from instruct_tune.params import JudgeBackend
 
@@ -90,7 +90,7 @@ class LocalBackend:
     max_workers = 1  # one Llama context is not thread-safe
 
     def __init__(self, params: BackendSettings, schema: dict[str, Any], section: str = "judge") -> None:
-        from instruct_tune.judge_models import resolve_judge_model
+        from instruct_tune.llm.models import resolve_judge_model
 
         resolved = resolve_judge_model(params.model, params.revision, section)
         self.path = resolved.path

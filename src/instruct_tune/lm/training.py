@@ -37,9 +37,9 @@ import torch
 
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_records, write_json
-from instruct_tune.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
+from instruct_tune.lm.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
 from instruct_tune.params import LoraParams, ModelParams, TrainParams, fingerprint
-from instruct_tune.templates import format_prompt
+from instruct_tune.lm.templates import format_prompt
 
 if TYPE_CHECKING:  # for the callbacks' annotations only
     from transformers import TrainerControl, TrainerState, TrainingArguments
@@ -612,7 +612,7 @@ def summarise(state: Any, history: list[dict[str, Any]], val_loss: float, throug
 
 
 def write_loss_chart(history: list[dict[str, Any]], path: Path) -> None:
-    from instruct_tune.charts import line_png
+    from instruct_tune.report.charts import line_png
 
     train = [(e["step"], e["loss"]) for e in history if "loss" in e]
     val = [(e["step"], e["eval_loss"]) for e in history if "eval_loss" in e]

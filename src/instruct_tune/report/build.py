@@ -16,11 +16,11 @@ from typing import Any
 
 from instruct_tune import errors
 from instruct_tune.io import read_json, read_jsonl
-from instruct_tune.markdown import code_span, inert
-from instruct_tune.rubric import CRITERIA, MAX_TOTAL
-from instruct_tune.verify import RULES
+from instruct_tune.report.markdown import code_span, inert
+from instruct_tune.evaluate.rubric import CRITERIA, MAX_TOTAL
+from instruct_tune.tasks.verify import RULES
 
-STAGES = ("synthesize", "prepare", "eda", "split", "train", "generate", "judge")
+STAGES = ("synthesize", "prepare", "eda", "split", "train", "generate", "evaluate", "judge")
 KAPPA_TRUSTED = 0.6  # below this, the judge's verdict is not to be quoted
 
 
@@ -77,12 +77,23 @@ def load(folder: Path) -> dict[str, dict[str, Any]]:
     return {name: read_json(folder / f"{name}.json") for name in STAGES if (folder / f"{name}.json").exists()}
 
 
+def answers(found: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """What the `generate` stage measured (lengths, speed) and the `evaluate` stage scored (accuracy, repetition),
+    as one table per model: the report shows them side by side."""
+    merged: dict[str, Any] = {**found.get("generate", {}), **found.get("evaluate", {})}
+    for name in ("base", "tuned"):
+        parts = [found.get(stage, {}).get(name) for stage in ("generate", "evaluate")]
+        if any(isinstance(part, dict) for part in parts):
+            merged[name] = {k: v for part in parts if isinstance(part, dict) for k, v in part.items()}
+    return merged
+
+
 # ---------------------------------------------------------------- sections
 
 
 def section_verdict(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The answer to "did fine-tuning help, and by how much", each number with its n and interval."""
-    g, j, t = m.get("generate", {}), m.get("judge", {}), m.get("train", {})
+    g, j, t = answers(m), m.get("judge", {}), m.get("train", {})
     lines = ["## Verdict"]
     if g.get("n"):
         lines.append(
@@ -229,7 +240,7 @@ def section_train(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Pa
 
 
 def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    details = b.get("generate", {})
+    details = answers(b)
     if not details:
         return []
     keys = [("strict_accuracy", "verified accuracy (strict)"),

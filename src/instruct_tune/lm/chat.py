@@ -22,8 +22,8 @@ DEFAULT_MODEL = "models/tuned"  # the train stage's output (tests/test_contracts
 
 def load_chat_model(model_dir: str, base: ModelParams) -> tuple[Any, Any]:
     """A full model folder, or a LoRA adapter folder on top of `base`: loaded as the generate stage loads it."""
-    from instruct_tune.generation import load_tuned
-    from instruct_tune.modeling import pick_device
+    from instruct_tune.lm.generation import load_tuned
+    from instruct_tune.lm.modeling import pick_device
 
     if not Path(model_dir).exists():
         raise UserError(f"{model_dir}: no such model folder (run `dvc repro train` first, or pass --model)")
@@ -35,8 +35,8 @@ def load_chat_model(model_dir: str, base: ModelParams) -> tuple[Any, Any]:
 def answer(model: Any, tokenizer: Any, instruction: str, input_text: str, template: Template,
            params: GenerateParams, chat_template: str | None = None) -> str:
     """The model's greedy answer, prompted, tokenized, stopped and cleaned as the generate stage does it."""
-    from instruct_tune.generation import build_prompts, generate_batch
-    from instruct_tune.templates import stop_strings
+    from instruct_tune.lm.generation import build_prompts, generate_batch
+    from instruct_tune.lm.templates import stop_strings
 
     prompts = build_prompts([{"instruction": instruction, "input": input_text}], tokenizer, template, chat_template)
     greedy = dataclasses.replace(params, do_sample=False)

@@ -164,7 +164,7 @@ def resolve_judge_model(spec: str, revision: str | None = None, section: str = "
     if spec == QWEN_15B:
         return JudgeModel(spec, assemble_registry_model(), QWEN_15B_SHA256)
     if spec == BUNDLED_MODEL:
-        from instruct_tune.modeling import bundled_gguf_path
+        from instruct_tune.bundled import bundled_gguf_path
 
         path = bundled_gguf_path()
     elif spec.startswith("hf:"):

@@ -1,0 +1,116 @@
+"""Scores of the generated answers, the `evaluate` stage's: strict verification, the lenient match, repetition,
+and the paired tuned - base comparison that `metrics/evaluate.json` reports.
+
+Reads generation rows (`data/generations/{base,tuned}.jsonl`) and nothing of the model: a change to a verification
+rule, a task family or a metric reruns this stage only, never generation.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from instruct_tune.evaluate.stats import mcnemar_exact_p, paired_difference
+from instruct_tune.io import read_records
+from instruct_tune.params import EvaluateParams
+from instruct_tune.tasks.matching import lenient_match, normalise_tokens
+from instruct_tune.tasks.verify import strict_match
+
+HEADLINE_KEYS = ("strict_accuracy", "lenient_accuracy", "repetition_rate")
+VERIFICATION_FIELDS = ("id", "strict", "lenient", "repetitive")
+
+
+def read_generation_rows(path: Path) -> list[dict[str, Any]]:
+    """One model's generation rows; a missing or mistyped field or a repeated id is a UserError naming the line."""
+    return read_records(path, required=("id", "instruction", "input", "response"),
+                        optional=("reference", "answer", "task"), unique="id",
+                        if_empty="no generations")
+
+
+def is_repetitive(text: str, n: int, min_repeats: int) -> bool:
+    """True when some word n-gram occurs at least `min_repeats` times: the response is caught in a loop."""
+    words = normalise_tokens(text)
+    if n < 1 or len(words) < n:
+        return False
+    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return max(counts.values()) >= min_repeats
+
+
+def has_answer(row: dict[str, Any]) -> bool:
+    """The record carries an exact answer to verify against."""
+    return isinstance(row.get("answer"), str) and bool(row["answer"].strip())
+
+
+def is_strictly_correct(row: dict[str, Any]) -> bool:
+    """Strict verification of one generation row against its `answer` (by its task family's rule)."""
+    return strict_match(row.get("task"), row["answer"], row["instruction"], row.get("input") or "", row["response"])
+
+
+def verification(rows: list[dict[str, Any]], params: EvaluateParams) -> list[dict[str, Any]]:
+    """Per response: strict and lenient correctness (None without an answer) and whether it repeats itself.
+
+    Written as `data/verification/<model>.jsonl`: the judge reads it to measure its agreement with verification.
+    """
+    out = []
+    for row in rows:
+        graded = has_answer(row)
+        out.append({
+            "id": row["id"],
+            "strict": is_strictly_correct(row) if graded else None,
+            "lenient": lenient_match(row["answer"], row["response"]) if graded else None,
+            "repetitive": is_repetitive(row["response"], params.repetition_ngram, params.repetition_min_repeats),
+        })
+    return out
+
+
+def _rate(hits: int, n: int) -> float | None:
+    return round(hits / n, 4) if n else None
+
+
+def answer_metrics(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model's scores: empty and repetition rates over all rows; strict and lenient accuracy over the rows
+    whose `answer` is a non-empty string, overall and by `task`."""
+    n = len(rows)
+    graded = [(row, check) for row, check in zip(rows, checks) if check["strict"] is not None]
+    by_task: dict[str, list[tuple[bool, bool]]] = {}
+    for row, check in graded:
+        by_task.setdefault(row.get("task") or "none", []).append((check["strict"], check["lenient"]))
+    return {
+        "n": n,
+        "empty_rate": _rate(sum(not r["response"].strip() for r in rows), n),
+        "repetition_rate": _rate(sum(c["repetitive"] for c in checks), n),
+        "n_with_answer": len(graded),
+        "strict_accuracy": _rate(sum(c["strict"] for _, c in graded), len(graded)),
+        "lenient_accuracy": _rate(sum(c["lenient"] for _, c in graded), len(graded)),
+        "by_task": {
+            task: {"n": len(h), "strict_accuracy": _rate(sum(s for s, _ in h), len(h)),
+                   "lenient_accuracy": _rate(sum(le for _, le in h), len(h))}
+            for task, h in sorted(by_task.items())
+        },
+    }
+
+
+def compare_models(rows_by_model: dict[str, list[dict[str, Any]]], checks_by_model: dict[str, list[dict[str, Any]]],
+                   params: EvaluateParams) -> tuple[dict[str, Any], dict[str, Any]]:
+    """metrics/evaluate.json (headline numbers) and its breakdown, for the base and the tuned model.
+
+    The headline difference is paired: tuned - base strict accuracy over the same records, with a seeded
+    paired-bootstrap 95% interval and an exact McNemar p-value on the records only one model got right.
+    """
+    details = {name: answer_metrics(rows, checks_by_model[name]) for name, rows in rows_by_model.items()}
+    headline: dict[str, Any] = {name: {k: d[k] for k in HEADLINE_KEYS} for name, d in details.items()}
+    base = {c["id"]: c for c in checks_by_model["base"]}
+    both = [(t, base[t["id"]]) for t in checks_by_model["tuned"] if t["id"] in base and t["strict"] is not None]
+    tuned_ok = [t["strict"] for t, _ in both]
+    base_ok = [b["strict"] for _, b in both]
+    diff = paired_difference([float(x) for x in tuned_ok], [float(x) for x in base_ok],
+                             params.bootstrap_samples, params.seed)
+    only_tuned = sum(t and not b for t, b in zip(tuned_ok, base_ok))
+    only_base = sum(b and not t for t, b in zip(tuned_ok, base_ok))
+    headline.update({
+        "n": len(both),
+        "strict_accuracy_diff": diff["diff"], "diff_ci_low": diff["ci_low"], "diff_ci_high": diff["ci_high"],
+        "mcnemar_p": mcnemar_exact_p(only_tuned, only_base), "only_tuned": only_tuned, "only_base": only_base,
+    })
+    return headline, details

@@ -1,0 +1,7 @@
+"""The model side: loading models and tokenizers (`modeling`), prompt templates (`templates`), fine-tuning
+(`training`), batched generation (`generation`) and talking to a trained model (`chat`).
+
+Everything that imports torch or transformers lives here. May import `bundled`, `report.charts` (the loss chart) and
+the top-level modules; never the judge, the LLM client or the scoring code, so a change to scoring never reruns
+training or generation.
+"""
