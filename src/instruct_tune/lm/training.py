@@ -381,6 +381,8 @@ def write_loss_chart(history: list[dict[str, Any]], path: Path) -> None:
 
 def train(model_params: ModelParams, train_params: TrainParams, paths: TrainPaths) -> dict[str, Any] | None:
     """Run the `train` stage; return the metrics (on the main process; None on the others)."""
+    # Long (~100 lines) on purpose: one straight sequence (check, encode, load, train, save, report) whose order
+    # matters (checks before any load, seed before init, DVCLive closed on failure); its pieces are already helpers.
     from transformers import Trainer, set_seed
 
     tp, mp = train_params, model_params
