@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 
 from instruct_tune.evaluate import judge as J
+from instruct_tune.evaluate import judge_prompts as JP
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_jsonl, write_jsonl
 from instruct_tune.llm.backends import DUMMY_API_KEY, OpenAIBackend
@@ -200,7 +201,7 @@ def test_real_llama_cpp_server_grades_responses(tmp_path: Path, llama_server: st
     assert details["scoring"] == "generate" and details["judge_model"] == f"openai:smollm2@{llama_server}"
     for line in judgments:
         for g in line["grades"].values():
-            assert isinstance(g["grade"]["correct"], bool) and 0 <= g["grade"]["total"] <= J.MAX_TOTAL
+            assert isinstance(g["grade"]["correct"], bool) and 0 <= g["grade"]["total"] <= JP.MAX_TOTAL
     # llama-cpp-python's server rejects `json_schema` (a 500 naming response_format), takes `json_object` + schema
     assert backend.formats[backend._level]["type"] == "json_object" and "schema" in backend.formats[backend._level]
     again = judge(tmp_path, params, n=2, backend=OpenAIBackend(params, J.pointwise_schema(True)))
@@ -223,7 +224,7 @@ def test_pointwise_grades_go_out_under_the_schema(tmp_path: Path) -> None:
         user = r["body"]["messages"][1]["content"]
         assert not re.search(r"\b(tuned|base)\b", text, re.I)
         assert user.count("### Reference answer (correct)") == 1
-        assert r["body"]["messages"][0]["content"] not in (J.COMPARE_SYSTEM, J.CHOICES_SYSTEM)
+        assert r["body"]["messages"][0]["content"] not in (JP.COMPARE_SYSTEM, JP.CHOICES_SYSTEM)
         assert not re.search(r"^(Proposed answer|Short reference answer): ", text, re.M) and "ANSWER>>>" not in text
         assert '"reason":"one short sentence' in r["body"]["messages"][0]["content"]  # the written grade's form
     responses = [re.search(r"<<<RESPONSE>>>\n(.*)\n<<<END RESPONSE>>>", t, re.S).group(1) for t in sent_text(server)]
