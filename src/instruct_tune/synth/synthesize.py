@@ -27,12 +27,15 @@ The rules come first because a 1.5B auditor misses what they catch (measured on 
 kept a Portuguese example, an answer naming an architect the passage never mentions, and the reference
 study's own "Name the stadium" leak).
 Kept examples go to data/synth/records.jsonl, which `prepare` reads as one more source (its leakage and
-duplicate filters apply there too). Every call is cached (`llm_cache.JudgeCache`, as the judge's; the stage's
+duplicate filters apply there too). Every call is cached (`llm.cache.JudgeCache`, as the judge's; the stage's
 --cache, data/synth_cache/) under a hash of everything that decides its answer: the messages (the prompt text as
 sent), the schema, the model's identity and every param of the LLM's section that can change an answer (all but
 those params.py marks `operational`). A rerun on the same passages and prompts makes no call, and a killed run
 resumes after its last finished call. This module imports neither the judge nor its prompts: editing those never
 reruns this stage.
+
+Modules: documents (step 1), passages (step 2), examples (the prompts, data in prompts/synth.yaml, the replies and
+the rule checks of steps 3-5); this one runs the steps, asking through llm/client.py.
 """
 
 from __future__ import annotations
@@ -195,6 +198,7 @@ def synthesize(params: SynthParams, cache_dir: Path, progress: bool = True) -> S
     Raises UserError on bad documents, when no passage is long enough, when the generator gives no usable
     reply at all, and when nothing is kept (an empty training set is never passed on silently).
     """
+    # Long on purpose: the five steps of the module docstring, in order, over the same candidate rows.
     check_params(params)
     if params.documents is None:
         return empty_result(params)
