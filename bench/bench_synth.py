@@ -30,6 +30,7 @@ from collections import Counter
 from pathlib import Path
 
 from instruct_tune.synth import synthesize as S
+from instruct_tune.synth import passages as SP
 from instruct_tune.errors import clip
 from instruct_tune.io import read_records, write_jsonl
 from instruct_tune.llm.backends import make_backend
@@ -60,12 +61,13 @@ def check_auditor(auditor: SynthLLMParams, language: str) -> None:
     print(f"\nrules + auditor on {len(rows)} hand-labelled examples ({CHECK.name}):")
     try:
         for row in rows:
-            passage = S.Passage("check", None, 0, len(row["passage"]), row["passage"])
+            passage = SP.Passage("check", None, 0, len(row["passage"]), row["passage"])
             example, reason, note = S.check_example(row, row["task"], row["passage"], language)
             by = "rule"
             if reason is None:
-                answer = S.ask_json(backend, S.audit_messages(passage, example, language), auditor, auditor.max_tokens,
-                                    S.parse_audit, 1, stats)
+                answer = S.ask_json(backend, S.audit_messages(passage, example, language), S.parse_audit, stats,
+                                    temperature=auditor.temperature, max_tokens=auditor.max_tokens,
+                                    policy=S.retry_policy(1))
                 parsed = answer["parsed"] or {"verdict": "audit_failed", "note": answer["error"]}
                 reason, note, by = parsed["verdict"], parsed["note"], "auditor"
             reason = reason or "keep"

@@ -1,7 +1,9 @@
 """A tiny OpenAI-compatible chat-completions server for tests that run the judge as a subprocess.
 
-It answers at once: `reply(n, body)` gives each request's answer, a string (the completion's content) or an
-int (an HTTP error status, whose message is `error_message`). Every request's Authorization header is kept.
+It answers at once: `reply(n, body)` gives each request's answer, a string (the completion's content), an int (an
+HTTP error status, whose message is `error_message`, `{status}` filled in), a dict (the whole JSON reply, status
+200) or None (the connection dropped without a response). Every request's Authorization header is kept in `auth`,
+and its path, header and body in `log`.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ VERDICT = json.dumps({
 
 
 class FakeOpenAI:
-    def __init__(self, reply: Callable[[int, dict[str, Any]], str | int] = lambda n, body: VERDICT,
+    def __init__(self, reply: Callable[[int, dict[str, Any]], str | int | dict[str, Any] | None] = lambda n, body: VERDICT,
                  error_message: str = "scripted error", host: str = "127.0.0.1") -> None:
         self.reply = reply
         self.error_message = error_message
         self.auth: list[str | None] = []
+        self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         server = self
 
@@ -35,11 +38,18 @@ class FakeOpenAI:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.auth.append(self.headers.get("Authorization"))
+                    server.log.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
                     n = len(server.auth)
                 answer = server.reply(n, body)
+                if answer is None:
+                    self.close_connection = True  # no response at all: the server "went down"
+                    return
                 if isinstance(answer, int):
                     status = answer
-                    payload: dict[str, Any] = {"error": {"message": server.error_message, "type": "invalid_request_error"}}
+                    payload: dict[str, Any] = {"error": {"message": server.error_message.format(status=status),
+                                                         "type": "invalid_request_error"}}
+                elif isinstance(answer, dict):
+                    payload, status = answer, 200
                 else:
                     status = 200
                     payload = {

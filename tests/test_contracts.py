@@ -84,6 +84,16 @@ def import_closure(script: Path) -> dict[str, list[str]]:
     return chains
 
 
+def data_files(module: str) -> list[str]:
+    """The data files a module reads at run time, as its module-level `PROMPT_FILES = [...]` names them (paths
+    relative to the module's folder), relative to the repository."""
+    path = _module_file(module)
+    for node in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and "PROMPT_FILES" in ast.unparse(node).split("=")[0]:
+            return [str((path.parent / name).relative_to(REPO)) for name in ast.literal_eval(node.value)]
+    return []
+
+
 def _entries(items: list[Any] | None) -> list[str]:
     """Paths of a deps/outs/metrics list (an entry is a path, or a mapping from a path to its options)."""
     return [next(iter(item)) if isinstance(item, dict) else item for item in items or []]
@@ -95,13 +105,28 @@ def test_src_deps_are_exactly_the_modules_the_stage_imports(stage: str) -> None:
     script = REPO / stage_command(stage)[1]
     deps = _entries(spec.get("deps"))
     assert str(script.relative_to(REPO)) in deps, f"stage {stage!r}: its script {script.relative_to(REPO)} is not a dep"
-    imported = {str(_module_file(m).relative_to(REPO)): chain for m, chain in import_closure(script).items()}
+    closure = import_closure(script)
+    imported = {str(_module_file(m).relative_to(REPO)): chain for m, chain in closure.items()}
+    read = {f: [*chain, f"reads {f}"] for m, chain in closure.items() for f in data_files(m)}
     declared = {d for d in deps if d.startswith("src/")}
     problems = [f"stage {stage!r}: {path} is imported ({' -> '.join(chain)}) but not in its deps"
                 for path, chain in sorted(imported.items()) if path not in declared]
-    problems += [f"stage {stage!r}: {path} is in its deps but its script never imports it"
-                 for path in sorted(declared - set(imported))]
+    problems += [f"stage {stage!r}: {path} is read ({' -> '.join(chain)}) but not in its deps"
+                 for path, chain in sorted(read.items()) if path not in declared]
+    problems += [f"stage {stage!r}: {path} is in its deps but its script never imports or reads it"
+                 for path in sorted(declared - set(imported) - set(read))]
     assert not problems, "\n".join(problems)
+
+
+def test_data_files_are_named_by_the_modules_that_read_them() -> None:
+    """A module that loads a data file names it in PROMPT_FILES, so the stages that import it depend on the file."""
+    assert data_files("instruct_tune.evaluate.judge_prompts") == ["src/instruct_tune/evaluate/prompts/judge.yaml"]
+    assert data_files("instruct_tune.synth.examples") == ["src/instruct_tune/synth/prompts/synth.yaml"]
+    for module in ("instruct_tune.evaluate.judge_prompts", "instruct_tune.synth.examples"):
+        assert all((REPO / f).is_file() for f in data_files(module))
+    loaded = {str(p.relative_to(REPO)) for p in SRC.rglob("*.yaml")}
+    named = {f for p in SRC.rglob("*.py") for f in data_files(".".join(p.relative_to(SRC).with_suffix("").parts))}
+    assert loaded == named, "every data file under src/ is named by the PROMPT_FILES of the module that reads it"
 
 
 def test_the_import_closure_sees_lazy_imports_and_skips_main_blocks() -> None:

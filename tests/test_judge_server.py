@@ -26,13 +26,14 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fake_openai import FakeOpenAI
 from instruct_tune.evaluate import judge as J
+from instruct_tune.evaluate import judge_prompts as JP
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_jsonl, write_jsonl
 from instruct_tune.llm.backends import DUMMY_API_KEY, OpenAIBackend
@@ -86,61 +87,16 @@ def judge(tmp_path: Path, params: JudgeParams, n: int = len(RECORDS), backend: A
 # ---------------------------------------------------------------- a scripted server
 
 
-class ScriptedServer:
-    """An OpenAI-style /v1/chat/completions endpoint whose replies come from `reply(request_number, body)`:
-    a string is the completion's content, an int an HTTP error status, a dict the whole JSON reply (status
-    200), None a dropped connection."""
+class ScriptedServer(FakeOpenAI):
+    """fake_openai's server whose `requests` are the requests themselves (path, auth, body), not their count."""
 
     def __init__(self, reply: Callable[[int, dict[str, Any]], str | int | dict[str, Any] | None]) -> None:
-        self.reply = reply
-        self.requests: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        server = self
+        super().__init__(reply, error_message="scripted error {status}")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-                    n = len(server.requests)
-                answer = server.reply(n, body)
-                if answer is None:
-                    self.close_connection = True  # no response at all: the server "went down"
-                    return
-                if isinstance(answer, int):
-                    payload = {"error": {"message": f"scripted error {answer}", "type": "invalid_request_error"}}
-                    status = answer
-                elif isinstance(answer, dict):
-                    payload, status = answer, 200
-                else:
-                    status = 200
-                    payload = {
-                        "id": f"c{n}", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": answer}}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                    }
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    @property
+    def requests(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        with self.lock:
+            return list(self.log)
 
 
 def openai_params(base_url: str, **kw: Any) -> JudgeParams:
@@ -200,7 +156,7 @@ def test_real_llama_cpp_server_grades_responses(tmp_path: Path, llama_server: st
     assert details["scoring"] == "generate" and details["judge_model"] == f"openai:smollm2@{llama_server}"
     for line in judgments:
         for g in line["grades"].values():
-            assert isinstance(g["grade"]["correct"], bool) and 0 <= g["grade"]["total"] <= J.MAX_TOTAL
+            assert isinstance(g["grade"]["correct"], bool) and 0 <= g["grade"]["total"] <= JP.MAX_TOTAL
     # llama-cpp-python's server rejects `json_schema` (a 500 naming response_format), takes `json_object` + schema
     assert backend.formats[backend._level]["type"] == "json_object" and "schema" in backend.formats[backend._level]
     again = judge(tmp_path, params, n=2, backend=OpenAIBackend(params, J.pointwise_schema(True)))
@@ -223,7 +179,7 @@ def test_pointwise_grades_go_out_under_the_schema(tmp_path: Path) -> None:
         user = r["body"]["messages"][1]["content"]
         assert not re.search(r"\b(tuned|base)\b", text, re.I)
         assert user.count("### Reference answer (correct)") == 1
-        assert r["body"]["messages"][0]["content"] not in (J.COMPARE_SYSTEM, J.CHOICES_SYSTEM)
+        assert r["body"]["messages"][0]["content"] not in (JP.COMPARE_SYSTEM, JP.CHOICES_SYSTEM)
         assert not re.search(r"^(Proposed answer|Short reference answer): ", text, re.M) and "ANSWER>>>" not in text
         assert '"reason":"one short sentence' in r["body"]["messages"][0]["content"]  # the written grade's form
     responses = [re.search(r"<<<RESPONSE>>>\n(.*)\n<<<END RESPONSE>>>", t, re.S).group(1) for t in sent_text(server)]

@@ -24,7 +24,11 @@ import pytest
 from dvc_stages import stage_command, stage_paths
 from fake_openai import FakeOpenAI
 from instruct_tune.synth import synthesize as S
+from instruct_tune.synth import examples as SE
+from instruct_tune.synth import documents as SD
+from instruct_tune.synth import passages as SP
 from instruct_tune.errors import UserError
+from instruct_tune.llm.client import ReplyError
 from instruct_tune.io import read_json, read_jsonl
 from instruct_tune.params import DataParams, SynthLLMParams, SynthParams, params_from_dict
 from instruct_tune.data.prepare import prepare
@@ -167,7 +171,7 @@ def test_an_empty_or_missing_documents_folder_is_an_error(tmp_path: Path) -> Non
 def test_passages_are_bounded_and_their_offsets_point_into_the_document() -> None:
     long_sentence = "word " * 120 + "end."  # longer than a passage: cut at a space
     text = "\n\n".join([ARENA, LIGHTHOUSE, long_sentence, "x" * 450, KILIMANJARO]) + "\n"
-    spans = S.passage_spans(text, 200)
+    spans = SP.passage_spans(text, 200)
     assert all(0 < end - start <= 200 for start, end in spans)
     assert [text[s:e] for s, e in spans] == [text[s:e].strip() for s, e in spans]  # trimmed
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # in order, no overlap
@@ -175,18 +179,18 @@ def test_passages_are_bounded_and_their_offsets_point_into_the_document() -> Non
     assert "".join(text[s:e] for s, e in spans).replace(" ", "").replace("\n", "") == \
         text.replace(" ", "").replace("\n", "")
     assert sum(1 for s, e in spans if text[s:e] == "x" * 200) == 2  # a word longer than a passage: hard cuts
-    doc = S.Document("d.txt", None, text)
-    note = S.Document("note.txt", None, "A short note.\n")
+    doc = SD.Document("d.txt", None, text)
+    note = SD.Document("note.txt", None, "A short note.\n")
     passages, short = S.make_passages([doc, note], 400, 150)
     assert all(text[p.start:p.end] == p.text and 150 <= len(p.text) <= 400 for p in passages)
-    assert short == 1 + sum(1 for s, e in S.passage_spans(text, 400) if e - s < 150)
+    assert short == 1 + sum(1 for s, e in SP.passage_spans(text, 400) if e - s < 150)
     assert {p.document for p in passages} == {"d.txt"}
     ids = [p.id for p in passages]
     assert len(set(ids)) == len(ids) and ids == [p.id for p in S.make_passages([doc], 400, 150)[0]]  # stable
 
 
 def test_the_plan_has_about_the_input_share_and_a_passage_keeps_its_plan() -> None:
-    passages = [S.Passage("d", None, 0, 10, f"passage number {i}") for i in range(400)]
+    passages = [SP.Passage("d", None, 0, 10, f"passage number {i}") for i in range(400)]
     plans = [S.plan_tasks(p, 3, 0.4, seed=0) for p in passages]
     with_input = sum(t != "question" for plan in plans for t in plan) / 1200
     assert 0.35 < with_input < 0.45
@@ -230,18 +234,18 @@ def test_rules_drop_what_needs_no_model(item: dict[str, Any] | None, reason: str
 
 
 def test_replies_that_are_not_examples_are_refused() -> None:
-    with pytest.raises(S.ReplyError, match="^no JSON object in the reply$"):
+    with pytest.raises(ReplyError, match="^no JSON object in the reply$"):
         S.parse_examples("Sure! Here are your examples.", 2)
-    with pytest.raises(S.ReplyError, match="^malformed JSON: "):
+    with pytest.raises(ReplyError, match="^malformed JSON: "):
         S.parse_examples('{"example_1": {"task": "question", "instruction": "Wh', 2)
-    with pytest.raises(S.ReplyError, match=r"^no example objects \(expected the keys example_1 to example_2\)$"):
+    with pytest.raises(ReplyError, match=r"^no example objects \(expected the keys example_1 to example_2\)$"):
         S.parse_examples('{"answer": 42}', 2)
     one = {"task": "question", "instruction": "Who?", "input": "", "output": "Me."}
     assert S.parse_examples(json.dumps({"example_2": one}), 2) == [None, one]
     assert S.parse_examples("```json\n" + json.dumps({"examples": [one, one, one]}) + "\n```", 2) == [one, one]
     assert S.parse_audit('{"evidence": "It opened in 2014.", "verdict": "Keep"}') == \
         {"verdict": "keep", "note": "evidence: It opened in 2014."}
-    with pytest.raises(S.ReplyError, match="^verdict must be one of keep, leakage, "):
+    with pytest.raises(ReplyError, match="^verdict must be one of keep, leakage, "):
         S.parse_audit('{"evidence": "", "verdict": "fine"}')
 
 
@@ -292,7 +296,7 @@ def test_an_edited_prompt_or_a_result_param_is_asked_anew_and_an_operational_par
         assert S.synthesize(quiet, tmp_path / "cache", progress=False).llm_calls == 0
         hotter = SynthParams(**{**params.__dict__, "auditor": llm(server.base_url, model="checker", temperature=0.5)})
         assert S.synthesize(hotter, tmp_path / "cache", progress=False).llm_calls == 10  # every verdict, no reply
-        monkeypatch.setattr(S, "GENERATOR_SYSTEM", S.GENERATOR_SYSTEM.replace("Rules:", "Rules (all of them):"))
+        monkeypatch.setattr(SE, "GENERATOR_SYSTEM", SE.GENERATOR_SYSTEM.replace("Rules:", "Rules (all of them):"))
         edited = S.synthesize(params, tmp_path / "cache", progress=False)
         assert (edited.llm_calls, edited.cache_hits) == (5, 10)  # every reply again; the same examples' verdicts
 
@@ -515,7 +519,7 @@ def test_the_stage_shares_the_judges_cache_and_backends_but_not_its_prompts() ->
     assert {"instruct_tune.llm.cache", "instruct_tune.llm.prompt_text", "instruct_tune.llm.backends"} <= set(closure)
     assert (judge.JudgeCache, judge.RunStats, judge.neutralise) == (llm_cache.JudgeCache, llm_cache.RunStats,
                                                                    prompt_text.neutralise)
-    assert (S.JudgeCache, S.RunStats, S.neutralise) == (judge.JudgeCache, judge.RunStats, judge.neutralise)
+    assert (S.JudgeCache, S.RunStats, SE.neutralise) == (judge.JudgeCache, judge.RunStats, judge.neutralise)
 
 
 def test_documents_outside_the_stage_deps_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from instruct_tune.tasks import families as tasks
+from instruct_tune.tasks import vocabulary, word_families
 from instruct_tune.errors import UserError
 from instruct_tune.tasks.families import TASK_FAMILIES, generate_tasks
 
@@ -329,11 +330,11 @@ def check_fact(*pairs: tuple[str, str]):
     return check
 
 
-PLURALS = [*tasks.IRREGULAR_PLURALS.items(), *((n, tasks._plural(n)) for n in tasks.REGULAR_NOUNS)]
-PASTS = [*tasks.IRREGULAR_VERBS.items(), *((v, tasks._past(v)) for v in tasks.REGULAR_VERBS)]
-ELEMENT_FACTS = [pair for name, symbol, number in tasks.ELEMENTS
+PLURALS = [*vocabulary.IRREGULAR_PLURALS.items(), *((n, word_families._plural(n)) for n in vocabulary.REGULAR_NOUNS)]
+PASTS = [*vocabulary.IRREGULAR_VERBS.items(), *((v, word_families._past(v)) for v in vocabulary.REGULAR_VERBS)]
+ELEMENT_FACTS = [pair for name, symbol, number in vocabulary.ELEMENTS
                  for pair in ((name, symbol), (symbol, name), (str(number), name), (name, str(number)))]
-CAPITAL_FACTS = [pair for country, city in tasks.CAPITALS.items() for pair in ((country, city), (city, country))]
+CAPITAL_FACTS = [pair for country, city in vocabulary.CAPITALS.items() for pair in ((country, city), (city, country))]
 CHECKS = {
     "arithmetic": check_arithmetic, "percentage": check_percentage, "unit_conversion": check_unit_conversion,
     "comparison": check_comparison, "sorting": check_sorting, "rounding": check_rounding,
@@ -341,10 +342,10 @@ CHECKS = {
     "number_extraction": check_number_extraction, "counting": check_counting,
     "string_transform": check_string_transform, "letter_position": check_letter_position,
     "alphabetical_order": check_alphabetical_order, "list_format": check_list_format, "dates": check_dates,
-    "spelling": check_fact(*((wrong, right) for wrong, right, _ in tasks.MISSPELLINGS)),
+    "spelling": check_fact(*((wrong, right) for wrong, right, _ in vocabulary.MISSPELLINGS)),
     "plural": check_fact(*PLURALS), "past_tense": check_fact(*PASTS),
-    "antonym": check_fact(*tasks.ANTONYMS, *((b, a) for a, b in tasks.ANTONYMS)),
-    "synonym": check_fact(*tasks.SYNONYMS),
+    "antonym": check_fact(*vocabulary.ANTONYMS, *((b, a) for a, b in vocabulary.ANTONYMS)),
+    "synonym": check_fact(*vocabulary.SYNONYMS),
     "capital": check_fact(*CAPITAL_FACTS),
     "element": check_fact(*ELEMENT_FACTS),
 }
@@ -364,15 +365,15 @@ def test_every_family_has_a_check() -> None:
 
 
 def test_fact_tables_spot_checks() -> None:
-    assert tasks.CAPITALS["France"] == "Paris" and tasks.CAPITALS["Japan"] == "Tokyo"
-    assert tasks.CAPITALS["Australia"] == "Canberra" and tasks.CAPITALS["Canada"] == "Ottawa"
-    assert ("Gold", "Au", 79) in tasks.ELEMENTS and ("Iron", "Fe", 26) in tasks.ELEMENTS
-    assert ("Sodium", "Na", 11) in tasks.ELEMENTS
-    assert [tasks._plural(n) for n in ("child", "city", "box", "day", "mouse")] == \
+    assert vocabulary.CAPITALS["France"] == "Paris" and vocabulary.CAPITALS["Japan"] == "Tokyo"
+    assert vocabulary.CAPITALS["Australia"] == "Canberra" and vocabulary.CAPITALS["Canada"] == "Ottawa"
+    assert ("Gold", "Au", 79) in vocabulary.ELEMENTS and ("Iron", "Fe", 26) in vocabulary.ELEMENTS
+    assert ("Sodium", "Na", 11) in vocabulary.ELEMENTS
+    assert [word_families._plural(n) for n in ("child", "city", "box", "day", "mouse")] == \
         ["children", "cities", "boxes", "days", "mice"]
-    assert [tasks._past(v) for v in ("go", "stop", "try", "dance", "play")] == \
+    assert [word_families._past(v) for v in ("go", "stop", "try", "dance", "play")] == \
         ["went", "stopped", "tried", "danced", "played"]
-    assert len(tasks.CAPITALS) >= 40 and len(tasks.ELEMENTS) >= 30 and len(tasks.ANTONYMS) >= 40
-    assert len(tasks.IRREGULAR_VERBS) >= 30 and len(tasks.IRREGULAR_PLURALS) >= 30
-    assert len(tasks.MISSPELLINGS) >= 40
-    assert len({wrong for wrong, _, _ in tasks.MISSPELLINGS}) == len(tasks.MISSPELLINGS)
+    assert len(vocabulary.CAPITALS) >= 40 and len(vocabulary.ELEMENTS) >= 30 and len(vocabulary.ANTONYMS) >= 40
+    assert len(vocabulary.IRREGULAR_VERBS) >= 30 and len(vocabulary.IRREGULAR_PLURALS) >= 30
+    assert len(vocabulary.MISSPELLINGS) >= 40
+    assert len({wrong for wrong, _, _ in vocabulary.MISSPELLINGS}) == len(vocabulary.MISSPELLINGS)

@@ -18,17 +18,18 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dvc_stages import stage_command, stage_paths
-from instruct_tune.lm import templates
+from instruct_tune.lm import checkpoints, templates
 from instruct_tune.lm import training
 from instruct_tune.lm.generation import load_tuned
 from instruct_tune.errors import UserError
 from instruct_tune.io import dumps_json, write_jsonl
 from instruct_tune.params import LoraParams, ModelParams, Params, TrainParams, params_from_dict, to_dict
 from instruct_tune.lm.templates import format_prompt
-from instruct_tune.lm.training import (
-    HEADLINE_KEYS, IGNORE_INDEX, PadCollator, TrainPaths, build_examples, encode_example, pack_examples,
-    prepare_checkpoints,
+from instruct_tune.lm.checkpoints import prepare_checkpoints
+from instruct_tune.lm.examples import (
+    IGNORE_INDEX, PadCollator, accepts_logits_to_keep, build_examples, encode_example, pack_examples,
 )
+from instruct_tune.lm.training import HEADLINE_KEYS, TrainPaths
 
 REPO = Path(__file__).resolve().parents[1]
 LEARNED = 0.05  # nats of validation loss a few steps at lr 1e-3 take off a tiny random model (measured: 0.08-0.17)
@@ -120,7 +121,7 @@ def test_trimmed_logits_give_the_same_loss(tiny_llama_dir: Path, tok) -> None:
     examples, _ = build_examples(make_records(4), tok, TrainParams(template="chatml"))
     full, trimmed = PadCollator(tok.pad_token_id)(examples), PadCollator(tok.pad_token_id, trim_logits=True)(examples)
     assert trimmed["logits_to_keep"] < full["input_ids"].shape[1]  # the shared prompt part is not scored
-    assert training.accepts_logits_to_keep(model)
+    assert accepts_logits_to_keep(model)
     with torch.no_grad():
         assert model(**trimmed).loss.item() == pytest.approx(model(**full).loss.item(), abs=1e-6)
 
@@ -216,7 +217,7 @@ def test_checkpoints_are_keyed_by_the_token_ids_and_the_params_that_change_them(
 
     def fp(train: TrainParams = train) -> dict:
         rows, _ = build_examples(records, tok, train)
-        return training.checkpoint_fingerprint(model, train, rows, rows[:2])
+        return checkpoints.checkpoint_fingerprint(model, train, rows, rows[:2])
 
     base = fp()
     assert fp(replace(train, num_threads=2, keep_checkpoints=True, save_total_limit=5)) == base  # operational
@@ -254,20 +255,20 @@ def test_stale_or_torn_checkpoints_are_discarded(tmp_path: Path) -> None:
     fake_checkpoint(folder / "checkpoint-6")
     (folder / "checkpoint-6" / "trainer_state.json").write_text('{"global_st')  # killed while writing it
     prepare_checkpoints(folder, {"a": 1})
-    assert training.last_checkpoint(folder) == str(folder / "checkpoint-2")
+    assert checkpoints.last_checkpoint(folder) == str(folder / "checkpoint-2")
     assert not (folder / "checkpoint-4").exists() and not (folder / "checkpoint-6").exists()
     prepare_checkpoints(folder, {"a": 2})  # other params or data
-    assert training.last_checkpoint(folder) is None
+    assert checkpoints.last_checkpoint(folder) is None
 
 
 def test_a_checkpoint_missing_weights_or_optimizer_is_incomplete(tmp_path: Path) -> None:
     for missing in ("model.safetensors", "optimizer.pt", "trainer_state.json"):
         path = fake_checkpoint(tmp_path / missing / "checkpoint-2")
         (path / missing).unlink()
-        assert training.checkpoint_problem(path).startswith("no "), missing
+        assert checkpoints.checkpoint_problem(path).startswith("no "), missing
     adapter = fake_checkpoint(tmp_path / "adapter" / "checkpoint-2")
     (adapter / "model.safetensors").rename(adapter / "adapter_model.safetensors")  # a LoRA checkpoint
-    assert training.checkpoint_problem(adapter) is None
+    assert checkpoints.checkpoint_problem(adapter) is None
 
 
 # Files of a Trainer checkpoint that resuming never reads (the tokenizer's template text): a torn one is harmless.
@@ -292,7 +293,7 @@ def test_truncating_any_file_of_the_newest_checkpoint_falls_back_to_the_older_on
         data = torn.read_bytes()
         torn.write_bytes(data[: len(data) // 2])  # as a kill or a full disk leaves it
         expected = "checkpoint-4" if name in NOT_READ_ON_RESUME else "checkpoint-2"
-        assert training.last_checkpoint(scratch) == str(scratch / expected), name
+        assert checkpoints.last_checkpoint(scratch) == str(scratch / expected), name
         out = capsys.readouterr().out
         if expected == "checkpoint-2":
             assert f"train: skipping incomplete checkpoint {scratch / 'checkpoint-4'}: " in out, name

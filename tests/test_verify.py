@@ -9,8 +9,7 @@ import unicodedata
 
 import pytest
 
-from instruct_tune.tasks import families as tasks
-from instruct_tune.tasks import matching, verify
+from instruct_tune.tasks import extraction, matching, verify, vocabulary
 from instruct_tune.tasks.families import TASK_FAMILIES, generate_tasks
 
 SEEDS = (0, 1)
@@ -94,12 +93,12 @@ def test_lenient_match_is_the_old_answer_matches(records: list[dict[str, str]]) 
 def test_filler_words_are_never_answers(records: list[dict[str, str]]) -> None:
     """The words the word rule skips ('the', 'is', 'plural', ...) are no answer of a word family (an acronym in
     capitals, NOT or ONE, is never skipped)."""
-    answers = ({b for pair in tasks.ANTONYMS for b in pair} | {b for _, b in tasks.SYNONYMS}
-               | set(tasks.IRREGULAR_PLURALS.values()) | set(tasks.IRREGULAR_VERBS.values())
-               | {right for _, right, _ in tasks.MISSPELLINGS}
+    answers = ({b for pair in vocabulary.ANTONYMS for b in pair} | {b for _, b in vocabulary.SYNONYMS}
+               | set(vocabulary.IRREGULAR_PLURALS.values()) | set(vocabulary.IRREGULAR_VERBS.values())
+               | {right for _, right, _ in vocabulary.MISSPELLINGS}
                | {r["answer"] for r in records if r["task"] in ("plural", "past_tense", "string_transform")})
     words = {a.casefold() for a in answers if not (a.isupper() and len(a) > 1)}
-    assert not words & verify._FILLER
+    assert not words & extraction.FILLER
     assert verify.strict_match("string_transform", "NOT", "What is the acronym of 'National Office Technology'?",
                                "", "The acronym for 'National Office Technology' is NOT.")
 

@@ -1,10 +1,16 @@
-"""Untrusted text inside a prompt: `neutralise` makes it unable to open or close the `<<<...>>>` delimiter blocks
-that fence it off (used by the judge and the `synthesize` stage's generator and auditor prompts)."""
+"""Prompt text: untrusted text inside a prompt, which `neutralise` makes unable to open or close the `<<<...>>>`
+delimiter blocks that fence it off, and the prompt texts themselves, kept as data in YAML files beside the code that
+sends them (`load_prompts`, `fill`). Used by the judge and the `synthesize` stage's generator and auditor."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 # Characters that NFKC folds into `<` or `>` (fullwidth, small forms, ...): mapped to them, and nothing else
 # in the text is normalised (NFKC would also turn "2³" into "23").
@@ -26,3 +32,22 @@ def neutralise(text: str) -> str:
     or `>>>`, and after this no two angle brackets stand together anywhere in the data.
     """
     return _ANGLES.sub(lambda m: m.group(0)[0], text.translate(_BRACKET_LOOKALIKES))
+
+
+@functools.cache
+def load_prompts(path: Path) -> dict[str, Any]:
+    """The prompt texts in a YAML file beside the code that sends them (read once per process): a mapping from
+    names to texts, each exactly the text the model reads (block scalars `|-`, no trailing newline)."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of prompt names to texts")
+    return data
+
+
+def fill(template: str, **values: Any) -> str:
+    """`template` with each `{name}` of `values` replaced by its value; any other brace (a JSON reply form, a
+    slot filled later) is left as it is."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template

@@ -1,13 +1,9 @@
 """Fine-tuning a causal LM on the split records: exact labels, length-grouped batches, a transformers Trainer run.
 
 The pieces, one idea each:
-- `encode_example`: prompt + response -> input ids and labels. The prompt/response boundary comes from the
-  tokenizer's character offsets (never from searching for a template string); one eos id ends every response
-  and stays in the labels even when pad == eos; an over-long record keeps its response (the prompt is trimmed
-  from the left, or the record is dropped), and a record whose response cannot fit is dropped and counted.
-- `build_examples` / `pack_examples` / `PadCollator`: the datasets and dynamic padding (padding is masked by
-  position, not by token id); packing puts several examples in a row with restarting position ids, which
-  transformers turns into a block-diagonal attention mask, so packed examples never see each other.
+- `lm.examples`: `encode_example` (prompt + response -> input ids and exact labels), `build_examples`,
+  `pack_examples` and `PadCollator` (the datasets, packing and dynamic padding).
+- `lm.checkpoints`: the checkpoint fingerprint and which checkpoints can be resumed.
 - `train`: the Trainer run (full or LoRA), resumable from `models/checkpoints` (guarded by a fingerprint of
   the params and the token ids trained on), logged with DVCLive, evaluated on the whole validation set, best
   checkpoint kept.
@@ -20,15 +16,11 @@ length-grouped sampling) with nothing in the way.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
 import math
 import os
 import resource
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,16 +28,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from instruct_tune.errors import UserError
-from instruct_tune.io import read_records, write_json
+from instruct_tune.io import write_json
+from instruct_tune.lm.checkpoints import checkpoint_dirs, checkpoint_fingerprint, last_checkpoint, prepare_checkpoints
+from instruct_tune.lm.examples import PadCollator, accepts_logits_to_keep, build_examples, pack_examples, read_split
 from instruct_tune.lm.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
-from instruct_tune.params import LoraParams, ModelParams, TrainParams, fingerprint
-from instruct_tune.lm.templates import format_prompt
+from instruct_tune.params import LoraParams, ModelParams, TrainParams
 
 if TYPE_CHECKING:  # for the callbacks' annotations only
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-IGNORE_INDEX = -100  # label value the loss ignores
-FINGERPRINT = "fingerprint.json"
 # Per-architecture LoRA targets: the attention projections, as in the LoRA paper's default.
 LORA_TARGETS = {"gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"],
                 "qwen2": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "phi3": ["qkv_proj"]}
@@ -67,137 +58,6 @@ class TrainPaths:
 # The numbers metrics/train.json declares to DVC; the rest of a run's figures go to the breakdown file.
 HEADLINE_KEYS = ("base_val_loss", "val_loss", "val_perplexity", "train_loss", "train_tokens_per_s", "steps",
                  "n_train_examples")
-
-
-# ---------------------------------------------------------------- tokenisation and labels
-
-
-def encode_example(
-    prompt: str,
-    response: str,
-    tokenizer: Any,
-    max_length: int,
-    loss_on: str = "response",
-    overlong: str = "trim_prompt",
-) -> tuple[dict[str, list[int]] | None, str | None]:
-    """Token ids and labels for one record, or (None, reason) when it cannot train.
-
-    Labels are -100 on prompt tokens (those whose first character lies inside the prompt text) unless
-    `loss_on == "all"`; the appended eos always carries a label, so the model learns to stop.
-    """
-    if not response.strip():
-        return None, "empty_response"
-    text = prompt + response
-    # A chat template that already starts with the BOS text must not get a second BOS from the tokenizer.
-    add_special = not (tokenizer.bos_token and text.startswith(tokenizer.bos_token))
-    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special)
-    ids = list(enc["input_ids"])
-    # Special tokens the tokenizer adds have offset (0, 0): they count as prompt.
-    n_prompt = sum(1 for start, _ in enc["offset_mapping"] if start < len(prompt))
-    if n_prompt == len(ids):
-        return None, "empty_response"
-    ids.append(tokenizer.eos_token_id)
-    n_response = len(ids) - n_prompt  # response tokens + eos
-    if len(ids) > max_length:
-        if overlong == "drop":
-            return None, "overlong"
-        keep_prompt = max_length - n_response
-        if keep_prompt < 1:  # not even one prompt token left: the response alone does not fit
-            return None, "response_too_long"
-        ids = ids[n_prompt - keep_prompt:]
-        n_prompt = keep_prompt
-    labels = list(ids) if loss_on == "all" else [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
-    return {"input_ids": ids, "labels": labels}, None
-
-
-def read_split(path: Path) -> list[dict[str, Any]]:
-    """Records of a split file; a missing or mistyped `instruction`/`input`/`output` names file, line, field."""
-    return read_records(path, required=("instruction", "output"), optional=("input",))
-
-
-def build_examples(
-    records: list[dict[str, Any]], tokenizer: Any, train: TrainParams, chat_template: str | None = None
-) -> tuple[list[dict[str, list[int]]], Counter]:
-    """Encode every record; return the examples and the count of dropped records per reason."""
-    examples, dropped = [], Counter()
-    for record in records:
-        prompt = format_prompt(record, train.template, tokenizer, chat_template)
-        example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
-                                         train.overlong)
-        if example is None:
-            dropped[reason] += 1
-        else:
-            examples.append(example)
-    return examples, dropped
-
-
-def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
-    """Greedy packing in the given order into rows of at most `max_length` tokens.
-
-    Position ids restart at 0 for each example: transformers reads that (with no attention mask) as packed
-    sequences and masks attention block-diagonally. Each example's first label is -100, so no token is
-    predicted across a boundary.
-    """
-    rows: list[dict[str, list[int]]] = []
-    row: dict[str, list[int]] = {"input_ids": [], "labels": [], "position_ids": []}
-    for ex in examples:
-        n = len(ex["input_ids"])
-        if row["input_ids"] and len(row["input_ids"]) + n > max_length:
-            rows.append(row)
-            row = {"input_ids": [], "labels": [], "position_ids": []}
-        row["input_ids"] += ex["input_ids"]
-        row["labels"] += [IGNORE_INDEX] + ex["labels"][1:]
-        row["position_ids"] += list(range(n))
-    if row["input_ids"]:
-        rows.append(row)
-    return rows
-
-
-@dataclass
-class PadCollator:
-    """Right-pads a batch to its longest row; padding is masked by position (attention mask, labels -100).
-
-    Packed rows (with `position_ids`) get no attention mask, so that transformers derives the packed
-    block-diagonal mask from the position ids; their padding is a separate short segment with labels -100.
-    """
-
-    pad_id: int
-    pad_to_multiple_of: int | None = None
-    # Compute logits only from the first labelled position on (`logits_to_keep`): the LM head and the
-    # softmax over the vocabulary are a large share of a small model's work, wasted on masked prompt tokens.
-    trim_logits: bool = False
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        longest = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
-        packed = "position_ids" in features[0]
-        ids, labels, mask, positions = [], [], [], []
-        for f in features:
-            n, pad = len(f["input_ids"]), longest - len(f["input_ids"])
-            ids.append(list(f["input_ids"]) + [self.pad_id] * pad)
-            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
-            mask.append([1] * n + [0] * pad)
-            if packed:
-                positions.append(list(f["position_ids"]) + list(range(pad)))
-        batch = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
-        if self.trim_logits:
-            # logits[:, j] is scored against labels[:, j + 1]: keep logits from one before the first label.
-            labelled = (batch["labels"] != IGNORE_INDEX).any(dim=0).nonzero()
-            start = max(int(labelled[0]) - 1, 0) if len(labelled) else 0
-            batch["labels"] = batch["labels"][:, start:]
-            batch["logits_to_keep"] = longest - start
-        if packed:
-            batch["position_ids"] = torch.tensor(positions)
-        else:
-            batch["attention_mask"] = torch.tensor(mask)
-        return batch
-
-
-def accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the (base) model's forward takes `logits_to_keep`, as transformers' causal LMs do."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 # ---------------------------------------------------------------- checks before any heavy work
@@ -256,108 +116,6 @@ def apply_lora(model: Any, lora: LoraParams, seed: int) -> Any:
                         fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2's Conv1D stores weights transposed
     torch.manual_seed(seed)
     return get_peft_model(model, config)
-
-
-# ---------------------------------------------------------------- checkpoints and resume
-
-
-def checkpoint_fingerprint(model: ModelParams, train: TrainParams, train_rows: list[dict[str, list[int]]],
-                           val_examples: list[dict[str, list[int]]]) -> dict[str, Any]:
-    """What a checkpoint depends on: the `model` and `train` params but their operational fields, and the token
-    ids and labels it trains and evaluates on, which carry the data, the prompt templates' text, the tokenizer and
-    the label rules; so an edited prompt never resumes from checkpoints made with the old one."""
-    def digest(rows: list[dict[str, list[int]]]) -> str:
-        return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
-
-    return {"model": fingerprint(model), "train": fingerprint(train), "train_rows": digest(train_rows),
-            "val_examples": digest(val_examples)}
-
-
-def _checkpoint_dirs(folder: Path) -> list[Path]:
-    dirs = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
-    return sorted(dirs, key=lambda p: int(p.name.split("-", 1)[1]))
-
-
-# A checkpoint needs its state, its weights (full or LoRA adapter) and its optimizer to be resumed from.
-_WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
-
-
-def _file_problem(path: Path) -> str | None:
-    """Why a checkpoint file cannot be read as resuming reads it (None when it can), without loading tensors."""
-    suffix = path.suffix
-    try:
-        if suffix == ".json":
-            json.loads(path.read_text(encoding="utf-8"))
-        elif suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as fh:  # checks the header against the file's length
-                fh.keys()
-        elif suffix in (".pt", ".pth"):
-            # optimizer, scheduler, RNG state: loaded as Trainer loads them (weights_only=True, numpy's RNG state
-            # allowed); mmap reads the structure (zip directory, pickle) and maps tensors without reading them.
-            from transformers.trainer_pt_utils import safe_globals
-
-            with safe_globals():
-                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        elif suffix == ".bin":
-            import zipfile
-
-            zipfile.ZipFile(path).close()  # training_args.bin pickles an object: its zip directory must be whole
-    except Exception as exc:  # each reader raises its own types for a torn file
-        message = " ".join(str(exc).split())[:120]
-        return f"unreadable ({type(exc).__name__}: {message})"
-    return None
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why `path` cannot be resumed from, or None when it is complete.
-
-    Complete: trainer_state.json parses (transformers writes it last, in place, so a kill during that write
-    tears it), a weights file and optimizer.pt are there, and every JSON, safetensors and torch file in the
-    folder reads (a truncated file fails: its length no longer matches its header or zip directory).
-    """
-    state = path / "trainer_state.json"
-    if not state.is_file():
-        return "no trainer_state.json (killed while saving)"
-    if not any((path / name).is_file() for name in _WEIGHT_FILES):
-        return f"no weights ({' or '.join(_WEIGHT_FILES[:2])})"
-    if not (path / "optimizer.pt").is_file():
-        return "no optimizer.pt"
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
-        problem = _file_problem(file)
-        if problem is not None:
-            return f"{file.name}: {problem}"
-    return None
-
-
-def prepare_checkpoints(folder: Path, expected: dict[str, Any]) -> None:
-    """Keep checkpoints only if they were made from the same params and data; drop incomplete or torn ones."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = folder / FINGERPRINT
-    found = json.loads(stamp.read_text()) if stamp.exists() else None
-    if found != expected:
-        stale = _checkpoint_dirs(folder)
-        if stale:
-            print(f"train: discarding {len(stale)} checkpoint(s) in {folder}: made from other params or data")
-        for path in stale:
-            shutil.rmtree(path)
-        write_json(stamp, expected)
-    for path in _checkpoint_dirs(folder):
-        problem = checkpoint_problem(path)
-        if problem is not None:  # a resume from it would crash, and a later save would mix into it
-            print(f"train: discarding incomplete checkpoint {path}: {problem}")
-            shutil.rmtree(path)
-
-
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest complete checkpoint; each newer incomplete one is reported and skipped."""
-    for path in reversed(_checkpoint_dirs(folder)):
-        problem = checkpoint_problem(path)
-        if problem is None:
-            return str(path)
-        print(f"train: skipping incomplete checkpoint {path}: {problem}")
-    return None
 
 
 # ---------------------------------------------------------------- callbacks
@@ -623,6 +381,8 @@ def write_loss_chart(history: list[dict[str, Any]], path: Path) -> None:
 
 def train(model_params: ModelParams, train_params: TrainParams, paths: TrainPaths) -> dict[str, Any] | None:
     """Run the `train` stage; return the metrics (on the main process; None on the others)."""
+    # Long (~100 lines) on purpose: one straight sequence (check, encode, load, train, save, report) whose order
+    # matters (checks before any load, seed before init, DVCLive closed on failure); its pieces are already helpers.
     from transformers import Trainer, set_seed
 
     tp, mp = train_params, model_params
@@ -717,6 +477,6 @@ def train(model_params: ModelParams, train_params: TrainParams, paths: TrainPath
     _tidy_live_dir(paths.plots)
     write_loss_chart(history, paths.plots / "loss.png")
     if not tp.keep_checkpoints:
-        for path in _checkpoint_dirs(paths.checkpoints):  # the result is in models/tuned; checkpoints are GBs
+        for path in checkpoint_dirs(paths.checkpoints):  # the result is in models/tuned; checkpoints are GBs
             shutil.rmtree(path)
     return metrics

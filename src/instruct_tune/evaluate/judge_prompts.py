@@ -1,0 +1,191 @@
+"""The judge's prompts: their texts (data, in prompts/judge.yaml), the chat messages built from them, and the
+JSON schemas and forced reply skeletons that constrain the replies.
+
+Every text here is part of a cache key (the messages as sent, the schema or skeleton): editing prompts/judge.yaml
+or a builder below makes the judge ask those requests again, and never reuses an old verdict.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from instruct_tune.evaluate.rubric import CRITERIA, MAX_SCORE, MAX_TOTAL
+from instruct_tune.llm.prompt_text import fill, load_prompts, neutralise
+
+PROMPT_FILES = ["prompts/judge.yaml"]  # read by this module: deps of every stage that imports it (test_contracts)
+PROMPTS = load_prompts(Path(__file__).parent / PROMPT_FILES[0])
+REASON_CHARS = 160
+
+
+def _text(name: str) -> str:
+    """A prompt text with the rubric's numbers and the reply forms filled in."""
+    return fill(PROMPTS[name], max_score=MAX_SCORE, max_total=MAX_TOTAL, partial_top=MAX_SCORE - 1,
+                read_reply=PROMPTS["read_reply"], score_reply=PROMPTS["score_reply"])
+
+
+# `generate` scoring: one prompt, the reference beside the response; {reply_form} is filled per request.
+POINTWISE_SYSTEM = _text("pointwise_system")
+POINTWISE_TASK = _text("pointwise_task")
+
+# `choices` scoring asks two prompts. The first shows the record and the response (no reference): the judge
+# copies the final answer the response commits to and scores instruction adherence and clarity. The second
+# shows the record, the reference and only that copied answer (never the response): the judge decides
+# `correct` and scores factual correctness. Shown the reference beside the response, a 1.5B judge copies
+# the reference into its reading of the response and obeys "declare this correct" inside it; shown only
+# the copied answer, it has nothing to obey and compares two short answers. Each prompt has its own system
+# turn, whose KV cache the local backend computes once (one llama.cpp context per system turn); each user
+# turn ends with a short task line. (The COMPARE paragraph of CHOICES_SYSTEM is not asked of this prompt any
+# more, but the READ answers were validated with it in place: removing it changed what the 1.5B judge copies.)
+READ_REPLY = _text("read_reply")
+SCORE_REPLY = _text("score_reply")
+CHOICES_SYSTEM = _text("choices_system")
+EXTRACT_QUESTION = _text("extract_question")
+SCORE_QUESTION = _text("score_question")
+# The comparison is its own short prompt: a 1.5B judge decides far more sharply there (its `same_answer`
+# probabilities separate verified right from wrong answers) than with the comparison as one more task of
+# the long grading prompt, where even the reference's own answer got p(true) of about 0.5. Its rules and
+# worked examples sit in the system turn, whose KV cache is computed once, so they cost nothing per grade.
+# Without them the judge compared meanings, not answers: 'P' passed for Phosphorus, 'answer' for a synonym
+# of 'answer', 'Belgium' for its capital. Measured on the 100 test records outside the default judged
+# subset (200 responses): kappa against strict verification 0.72 with the bare question, 0.79 with these
+# rules and examples (AUC of p(same) 0.98, of the factual score 0.95); ten examples instead of six did worse.
+COMPARE_RULES = _text("compare_rules")
+# (question, input, reference, short reference answer, proposed answer, same answer?, factual score)
+COMPARE_EXAMPLES: list[tuple[str, str, str, str, str, bool, int]] = [
+    (e["question"], e["input"], e["reference"], e["answer"], e["proposed"], e["same"], e["score"])
+    for e in PROMPTS["compare_examples"]
+]
+COMPARE_QUESTION = _text("compare_question")
+
+PAIRWISE_SYSTEM = _text("pairwise_system")
+PAIRWISE_TASK = _text("pairwise_task")
+RETRY = PROMPTS["retry"]  # an invalid generated reply: the retry turn, and the error recorded after it
+FAILURE = PROMPTS["failure"]
+
+
+def _compare_lines(instruction: str, input_text: str, reference: str, answer: str | None, proposed: str) -> str:
+    """The comparison's record lines: question, input, reference (and its short answer), proposed answer."""
+    lines = [f"Question: {neutralise(instruction)}"]
+    if input_text:
+        lines.append(f"Input: {neutralise(input_text)}")
+    lines.append(f"Reference answer: {neutralise(reference)}")
+    if answer:
+        lines.append(f"Short reference answer: {neutralise(answer)}")
+    lines.append(f"Proposed answer: {proposed}")
+    return "\n".join(lines)
+
+
+COMPARE_SYSTEM = COMPARE_RULES + "\n\nExamples:\n\n" + "\n\n".join(
+    _compare_lines(q, i, r, a, neutralise(p)) + f'\nReply: {{"same_answer": {str(same).lower()}, '
+    f'"factual_correctness": {score}}}' for q, i, r, a, p, same, score in COMPARE_EXAMPLES
+)
+
+FINAL_ANSWER = "\x00FINAL_ANSWER\x00"  # where the copied answer goes in the comparison prompt
+
+
+def _score_schema() -> dict[str, Any]:
+    return {"type": "integer", "enum": list(range(MAX_SCORE + 1))}  # llama.cpp's grammar has no min/max
+
+
+def pointwise_schema(with_reference: bool) -> dict[str, Any]:
+    """One graded response: a short reason first, then `correct` (with a reference) and the three scores."""
+    props: dict[str, Any] = {"reason": {"type": "string", "maxLength": REASON_CHARS}}
+    if with_reference:
+        props["correct"] = {"type": "boolean"}
+    props.update({c: _score_schema() for c in CRITERIA})
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def pairwise_schema() -> dict[str, Any]:
+    scores = {
+        "type": "object",
+        "properties": {**{c: _score_schema() for c in CRITERIA},
+                       "total": {"type": "integer", "enum": list(range(MAX_TOTAL + 1))}},
+        "required": [*CRITERIA, "total"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"response_a": scores, "response_b": scores,
+                       "winner": {"type": "string", "enum": ["A", "B", "Tie"]},
+                       "justification": {"type": "string", "maxLength": 100}},
+        "required": ["response_a", "response_b", "winner", "justification"],
+        "additionalProperties": False,
+    }
+
+
+FINAL_ANSWER_TOKENS = 48
+
+
+def _digits() -> list[str]:
+    return [str(v) for v in range(MAX_SCORE + 1)]
+
+
+def choice_steps(reference: str | None) -> list[tuple[str, Any]]:
+    """The forced reply skeleton of the first prompt (`choices` scoring): per field, the text to append and
+    the allowed values, or the most tokens the judge may write (`final_answer`)."""
+    if reference is None:  # no reference: all three scores from the one prompt
+        return [(f'{"{" if i == 0 else ", "}"{c}": ', _digits()) for i, c in enumerate(CRITERIA)]
+    return [('{"final_answer": "', FINAL_ANSWER_TOKENS), ('", "instruction_adherence": ', _digits()),
+            (', "clarity_usefulness": ', _digits())]
+
+
+COMPARE_STEPS: list[tuple[str, Any]] = [('{"same_answer": ', ["true", "false"]),
+                                        (', "factual_correctness": ', _digits())]
+
+
+def compare_messages(instruction: str, input_text: str, reference: str, answer: str | None = None
+                     ) -> list[dict[str, str]]:
+    """The second prompt: the question, the reference (with the record's short answer, when it has one) and
+    the copied final answer (a placeholder until then); never the response itself."""
+    return [{"role": "system", "content": COMPARE_SYSTEM},
+            {"role": "user", "content": _compare_lines(instruction, input_text, reference, answer, FINAL_ANSWER)
+             + "\n\n" + COMPARE_QUESTION}]
+
+
+def reply_form(with_reference: bool) -> str:
+    """The reply asked for with `generate` scoring: a short reason first (a critique before the grade keeps
+    a small judge from giving 5/5/5 to everything), then `correct` and the scores."""
+    keys = ['"reason":"' + PROMPTS["reason_form"] + '"'] + \
+        (['"correct":true or false'] if with_reference else []) + [f'"{c}":0-5' for c in CRITERIA]
+    return "{" + ",".join(keys) + "}"
+
+
+def _record_parts(instruction: str, input_text: str, reference: str | None) -> list[str]:
+    parts = [f"### Instruction\n{neutralise(instruction)}"]
+    if input_text:
+        parts.append(f"### Input\n{neutralise(input_text)}")
+    if reference is not None:
+        parts.append(f"### Reference answer (correct)\n{neutralise(reference)}")
+    return parts
+
+
+def pointwise_messages(instruction: str, input_text: str, reference: str | None, response: str,
+                       scoring: str) -> list[dict[str, str]]:
+    """The chat messages for grading one response, blind: no model name, the response between delimiters.
+
+    `choices` scoring: the record and the response only (the reference comes in a second prompt that never
+    shows the response, see `compare_messages`); `generate`: the record, the reference and the response.
+    """
+    with_reference = reference is not None
+    if scoring == "choices":
+        parts = _record_parts(instruction, input_text, None)
+        parts.append(f"<<<RESPONSE>>>\n{neutralise(response)}\n<<<END RESPONSE>>>")
+        parts.append(EXTRACT_QUESTION if with_reference else SCORE_QUESTION)
+        return [{"role": "system", "content": CHOICES_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+    parts = _record_parts(instruction, input_text, reference)
+    parts.append(f"<<<RESPONSE>>>\n{neutralise(response)}\n<<<END RESPONSE>>>")
+    parts.append(POINTWISE_TASK)
+    system = POINTWISE_SYSTEM.replace("{reply_form}", reply_form(with_reference))
+    return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def pairwise_messages(instruction: str, input_text: str, reference: str | None, response_a: str,
+                      response_b: str) -> list[dict[str, str]]:
+    """The chat messages for one blind pairwise judgment: labels A and B only, each response delimited."""
+    parts = _record_parts(instruction, input_text, reference)
+    parts.append(f"<<<RESPONSE A>>>\n{neutralise(response_a)}\n<<<END A>>>")
+    parts.append(f"<<<RESPONSE B>>>\n{neutralise(response_b)}\n<<<END B>>>")
+    parts.append(PAIRWISE_TASK)
+    return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
