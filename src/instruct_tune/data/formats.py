@@ -337,8 +337,8 @@ def _check_map_covers(rows: list[Row], columns: ColumnMap) -> None:
             return
     name = sorted(missing)[0]
     field = next(f for f, t in columns.templates.items() if name in t.fields)
-    raise UserError(f"source {columns.source!r}: columns.{field} = {columns.templates[field].source!r} asks for "
-                    f"column '{name}', which no row has ({rows[0].location} has: "
+    raise UserError(f"source {columns.source!r}: {rows[0].location}: columns.{field} = "
+                    f"{columns.templates[field].source!r} asks for column '{name}', which no row has (columns present: "
                     f"{', '.join(columns_of(rows[0].data)) or 'none'})")
 
 
