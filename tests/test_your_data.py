@@ -216,3 +216,14 @@ def test_preview_command_prints_examples_and_the_length_limit(tmp_path: Path, ti
     assert "----- example 2 (id r1): kept" in out and "Be brief.\n\n### Instruction:\nQ0?" in out
     assert "[[A0.<|im_end|>]]" in out  # the eos id the trainer appends, inside the loss span
     assert "of 4 records 4 kept whole, 0 trimmed, dropped: none" in out
+
+
+def test_the_report_shows_the_trained_example_inert() -> None:
+    from instruct_tune.report.build import section_sees
+
+    text = "<img src=x onerror=alert(1)>\n```\n# heading\n[[Sim.<|im_end|>]]"
+    lines = section_sees({"train": {"example": {"settings": "template custom", "text": text, "tokens": 9,
+                                                "loss_tokens": 3}}})
+    assert lines[0] == "### What the model sees"
+    assert lines[-1].startswith("````text\n") and lines[-1].endswith("\n````")  # fence longer than the data's
+    assert section_sees({"train": {}}) == []
