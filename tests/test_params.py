@@ -43,7 +43,7 @@ CASES = {  # params.yaml text -> the whole error message
                            "target_modules, merge)"),
     "unknown key in a list item": ("data:\n  sources:\n    - uri: a.json\n      fromat: qa\n",
                                    "data.sources[0].fromat: unknown key (allowed under data.sources[0]: uri, format, "
-                                   "count, seed, split, name, sha256)"),
+                                   "count, seed, split, name, sha256, columns)"),
     "integer": ("split:\n  train_size: lots\n", "split.train_size: must be an integer, got 'lots'"),
     "integer, not a fraction": ("train:\n  lora:\n    r: 4.5\n", "train.lora.r: must be an integer, got 4.5"),
     "integer, not a boolean": ("eda:\n  seed: true\n", "eda.seed: must be an integer, got True"),
@@ -138,11 +138,12 @@ def test_transformers_scheduler_and_optimizer_names_are_the_allowed_ones() -> No
 def test_every_allowed_name_has_its_implementation() -> None:
     from instruct_tune.data.formats import normaliser
     from instruct_tune.llm.backends import BACKENDS
-    from instruct_tune.lm.templates import format_prompt
+    from instruct_tune.lm.templates import PromptStyle, format_prompt
 
     record = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
     for template in get_args(Template):
-        assert format_prompt(record, template).strip()
+        style = PromptStyle(template, "Q: {instruction}\nA: " if template == "custom" else None)
+        assert format_prompt(record, style).strip()
     for fmt in get_args(DataFormat):
         if fmt != "auto":  # resolved to one of the others from the first row
             assert callable(normaliser(fmt))

@@ -20,11 +20,14 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
-from pydantic import BeforeValidator, ConfigDict, Strict, StrictBool, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator, BeforeValidator, ConfigDict, Strict, StrictBool, StrictStr, TypeAdapter, ValidationError,
+)
 from pydantic.dataclasses import dataclass
 from ruamel.yaml import YAML
 
 from instruct_tune.errors import UserError
+from instruct_tune.text_template import TemplateError, column_template, parse
 
 PARAMS_FILE = "params.yaml"  # DVC's default params file, which dvc.yaml's `params:` entries refer to
 BUNDLED_MODEL = "bundled:smollm2-135m-instruct"
@@ -54,7 +57,7 @@ Str = StrictStr
 # The allowed values. Code that implements them (templates.py, formats.py, judge_backends.py) takes its names
 # from here; transformers' scheduler and optimizer names are copied (tests/test_params.py checks them).
 DataFormat = Literal["alpaca", "dolly", "sharegpt", "dialogue", "qa", "auto"]
-Template = Literal["alpaca", "chatml", "dialogue"]
+Template = Literal["alpaca", "chatml", "dialogue", "custom"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 LoadIn = Literal["8bit", "4bit"]
@@ -79,6 +82,47 @@ JudgeScoring = Literal["auto", "choices", "generate"]
 
 _SECTION = ConfigDict(extra="forbid")  # a key that is not a field is an error
 
+# The record fields a column map may set, and those `train.prompt_template` may show (never the output or the
+# answer: the prompt is what the model sees before it answers).
+MAPPED_FIELDS = ("instruction", "input", "output", "system")
+PROMPT_FIELDS = ("instruction", "input", "system", "id", "source", "task")
+
+
+def _check_columns(columns: dict[str, str] | None) -> dict[str, str] | None:
+    """A column map: keys among MAPPED_FIELDS, each value a column name or a template that parses."""
+    for key, value in (columns or {}).items():
+        if key not in MAPPED_FIELDS:
+            raise ValueError(f"unknown field {key!r} (a column map sets {', '.join(MAPPED_FIELDS)})")
+        try:
+            column_template(value)
+        except TemplateError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return columns
+
+
+def _check_prompt_template(text: str | None) -> str | None:
+    """`train.prompt_template`: parses, shows `{instruction}`, and names only fields a record has."""
+    if text is None:
+        return None
+    try:
+        fields = parse(text).fields
+    except TemplateError as exc:
+        raise ValueError(str(exc)) from None
+    for name in fields:
+        if name in ("output", "answer"):
+            raise ValueError(f"placeholder {{{name}}} would show the model the answer it is trained to write "
+                             "(the response follows the prompt)")
+        if name not in PROMPT_FIELDS:
+            raise ValueError(f"unknown placeholder {{{name}}} (a record has {', '.join(PROMPT_FIELDS)}; map your "
+                             "columns onto these with data.sources[].columns)")
+    if "instruction" not in fields:
+        raise ValueError("the template never shows the record's {instruction}")
+    return text
+
+
+ColumnMap = Annotated[dict[StrictStr, StrictStr] | None, AfterValidator(_check_columns)]
+PromptTemplate = Annotated[StrictStr | None, AfterValidator(_check_prompt_template)]
+
 
 def operational(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
     """A field that changes how the work is done or summarised, not its result: left out of `fingerprint`."""
@@ -94,6 +138,9 @@ class SourceParams:
     split: Str = "train"  # hub datasets only
     name: Str | None = None  # how the source is called in metrics; defaults to the uri
     sha256: Str | None = None  # http(s) sources: the expected SHA-256 of the download (metrics record the actual one)
+    # Your columns -> instruction / input / output / system: a column name or a template ("{title}[[\n\n{context}]]");
+    # fields it does not name come from `format` as without a map
+    columns: ColumnMap = None
 
 
 @dataclass(config=_SECTION)
@@ -153,6 +200,8 @@ class LoraParams:
 @dataclass(config=_SECTION)
 class TrainParams:
     template: Template = "chatml"
+    prompt_template: PromptTemplate = None  # template: custom: the text before the response ({instruction}, ...)
+    system_prompt: Str | None = None  # a system message (chat templates, custom's {system}) unless a record has one
     loss_on: LossOn = "response"
     max_length: Int = 256
     overlong: Overlong = "trim_prompt"
@@ -179,6 +228,11 @@ class TrainParams:
     num_threads: Int = operational(0)  # 0: torch's default
     report_to: list[Str] = operational(default_factory=list)  # extra trackers (wandb, mlflow); DVCLive always on
     lora: LoraParams = field(default_factory=LoraParams)
+
+    def __post_init__(self) -> None:
+        if self.template == "custom" and not self.prompt_template:
+            raise UserError("params: `train.template` is custom, so `train.prompt_template` must be set (the text "
+                            "before the response, e.g. \"### Question:\\n{instruction}\\n\\n### Answer:\\n\")")
 
 
 @dataclass(config=_SECTION)
@@ -352,6 +406,8 @@ def _problem(error: dict[str, Any]) -> str:
         return f"{path}: {value!r} is not one of {', '.join(map(str, get_args(literal)))}"
     if kind in ("missing_argument", "missing"):
         return f"{path}: required, but missing"
+    if kind == "value_error":  # our own checks (a column map, a prompt template): the message says it all
+        return f"{path}: {error['msg'].removeprefix('Value error, ')}"
     if kind in EXPECTED:
         return f"{path}: must be {EXPECTED[kind]}, got {value!r}"
     return f"{path}: {error['msg']}, got {value!r}"

@@ -32,7 +32,7 @@ def load_chat_model(model_dir: str, base: ModelParams) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def answer(model: Any, tokenizer: Any, instruction: str, input_text: str, template: Template,
+def answer(model: Any, tokenizer: Any, instruction: str, input_text: str, template: Template | Any,
            params: GenerateParams, chat_template: str | None = None) -> str:
     """The model's greedy answer, prompted, tokenized, stopped and cleaned as the generate stage does it."""
     from instruct_tune.lm.generation import build_prompts, generate_batch
@@ -59,14 +59,16 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    template, chat_template = params.train.template, params.model.chat_template
+    from instruct_tune.lm.templates import prompt_style
+
+    template, chat_template = prompt_style(params.train), params.model.chat_template
     generate = params.generate
     if args.max_new_tokens is not None:
         generate = dataclasses.replace(generate, max_new_tokens=args.max_new_tokens)
     if args.instruction:
         print(answer(model, tokenizer, args.instruction, args.input, template, generate, chat_template))
         return
-    print(f"Chatting with {args.model} ({template} template). Empty line or Ctrl-D to quit.")
+    print(f"Chatting with {args.model} ({template.name} template). Empty line or Ctrl-D to quit.")
     while True:
         try:
             line = input("> ").strip()

@@ -67,7 +67,7 @@ def encode_example(
 
 def read_split(path: Path) -> list[dict[str, Any]]:
     """Records of a split file; a missing or mistyped `instruction`/`input`/`output` names file, line, field."""
-    return read_records(path, required=("instruction", "output"), optional=("input",))
+    return read_records(path, required=("instruction", "output"), optional=("input", "system"))
 
 
 def build_examples(
@@ -76,7 +76,7 @@ def build_examples(
     """Encode every record; return the examples and the count of dropped records per reason."""
     examples, dropped = [], Counter()
     for record in records:
-        prompt = format_prompt(record, train.template, tokenizer, chat_template)
+        prompt = format_prompt(record, train, tokenizer, chat_template)  # train: a custom template, system prompt
         example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
                                          train.overlong)
         if example is None:

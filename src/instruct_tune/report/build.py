@@ -16,7 +16,7 @@ from typing import Any
 
 from instruct_tune import errors
 from instruct_tune.io import read_json, read_jsonl
-from instruct_tune.report.markdown import code_span, inert
+from instruct_tune.report.markdown import code_block, code_span, inert
 from instruct_tune.evaluate.rubric import CRITERIA, MAX_TOTAL
 from instruct_tune.tasks.verify import RULES
 
@@ -236,7 +236,20 @@ def section_train(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Pa
     ]
     rows = [[label, t[k]] for k, label in keys if k in t]
     return ["## 2. Fine-tuning", table(["", "value"], rows), "",
-            image(plots / "train" / "loss.png", out_dir, "loss curves")]
+            image(plots / "train" / "loss.png", out_dir, "loss curves"), "", *section_sees(b)]
+
+
+def section_sees(b: dict[str, Any]) -> list[str]:
+    """One training example exactly as the trainer saw it (metrics/breakdown/train.json `example`)."""
+    ex = b.get("train", {}).get("example")
+    if not ex or "text" not in ex:
+        return []
+    trimmed = (f"; its prompt was trimmed from {ex['tokens_before_trim']} tokens to fit `train.max_length`"
+               if "tokens_before_trim" in ex else "")
+    return ["### What the model sees",
+            f"One training example ({inert(ex['settings'])}), as the trainer tokenised it: the text between `[[` "
+            f"and `]]` carries the loss, the rest is context. {ex['tokens']} tokens, {ex['loss_tokens']} of them "
+            f"carry loss{trimmed}. `instruct-tune-preview` shows more.", "", code_block(ex["text"])]
 
 
 def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
