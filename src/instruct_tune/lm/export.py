@@ -41,7 +41,7 @@ GGUF_FTYPES = {"f16": "LLAMA_FTYPE_MOSTLY_F16", "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0
 # The converter imports mistral_common and sentencepiece at the top, though only Mistral-format and SentencePiece
 # (tokenizer.model) checkpoints use them. Where they are not installed, stand-ins let it run: any use of one fails.
 _BOOTSTRAP = r"""
-import importlib.machinery, importlib.util, runpy, sys, types
+import importlib.machinery, importlib.util, json, os, sys, types
 def stub(names):
     class Absent:
         def __init__(self, *args, **kwargs):
@@ -61,9 +61,26 @@ if importlib.util.find_spec("mistral_common") is None:
          ("base", "multimodal", "tekken", "sentencepiece")])
 if importlib.util.find_spec("sentencepiece") is None:
     stub(["sentencepiece"])
-script = sys.argv[1]
-sys.argv = sys.argv[1:]
-runpy.run_path(script, run_name="__main__")
+script, pre = sys.argv[1], sys.argv[2]
+sys.argv = [sys.argv[1]] + sys.argv[3:]
+spec = importlib.util.spec_from_file_location("convert_hf_to_gguf", script)
+converter = importlib.util.module_from_spec(spec)
+sys.modules["convert_hf_to_gguf"] = converter
+spec.loader.exec_module(converter)
+auto_config = converter.ModelBase.load_hparams
+def load_hparams(dir_model, is_mistral_format):
+    # transformers 5's AutoConfig drops keys the converter reads (rope_theta, n_ctx): config.json's fill them in
+    config = auto_config(dir_model, is_mistral_format)
+    raw = os.path.join(dir_model, "config.json")
+    if os.path.isfile(raw):
+        with open(raw, encoding="utf-8") as fh:
+            for key, value in json.load(fh).items():
+                config.setdefault(key, value)
+    return config
+converter.ModelBase.load_hparams = staticmethod(load_hparams)
+if pre:  # the tokenizer's pre-tokenizer, declared rather than guessed from a hash of its output
+    converter.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
+converter.main()
 """
 
 
@@ -104,6 +121,25 @@ def check_supported(folder: Path, script: Path) -> str:
     return arch
 
 
+def converter_config(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json with the keys llama.cpp's converter reads under their transformers-4 names, beside the new ones.
+
+    transformers 5 writes RoPE settings as `rope_parameters` and no longer writes GPT-2's `n_ctx`; the converter
+    reads `rope_theta` / `rope_scaling` and `n_ctx`, and without them a GGUF silently gets llama.cpp's default
+    RoPE base (10000 where SmolLM2 uses 100000): the answers drift after a few tokens (the round trip caught it).
+    """
+    config = dict(config)
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict):
+        if "rope_theta" in rope and "rope_theta" not in config:
+            config["rope_theta"] = rope["rope_theta"]
+        if rope.get("rope_type", "default") != "default" and "rope_scaling" not in config:
+            config["rope_scaling"] = rope
+    if config.get("model_type") == "gpt2" and "n_ctx" not in config:
+        config["n_ctx"] = config.get("n_positions", 1024)
+    return config
+
+
 def save_merged(model_params: ModelParams, tuned: Path, out: Path) -> tuple[Any, Any]:
     """models/tuned as one full model in float32 on the CPU (a LoRA adapter merged into its base), saved to `out`."""
     import torch
@@ -117,18 +153,31 @@ def save_merged(model_params: ModelParams, tuned: Path, out: Path) -> tuple[Any,
     tokenizer.save_pretrained(out)
     config_file = out / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8"))
-    if config.get("model_type") == "gpt2" and "n_ctx" not in config:
-        # The converter reads GPT-2's context length as `n_ctx`, which transformers 5 no longer writes.
-        config["n_ctx"] = config.get("n_positions", 1024)
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    config_file.write_text(json.dumps(converter_config(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return model, tokenizer
+
+
+def declared_pre_tokenizer(merged: Path) -> str:
+    """"gpt-2" where the tokenizer splits text with GPT-2's own regex and nothing else, else "" (the converter's guess).
+
+    The converter names a BPE tokenizer's pre-tokenizer by hashing its output on a test text; a tokenizer that
+    transformers rebuilt from a GGUF (the bundled SmolLM2's) splits with plain GPT-2 rules, yet hashes as "smollm",
+    whose llama.cpp rules read "\\n\\n8558" differently, so the GGUF would see other prompt tokens than training did.
+    """
+    try:
+        pre = json.loads((merged / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer") or {}
+    except (OSError, ValueError):
+        return ""
+    plain = pre.get("type") == "ByteLevel" and pre.get("use_regex", True)
+    return "gpt-2" if plain else ""
 
 
 def convert(merged: Path, out_file: Path, script: Path | None = None) -> None:
     """`merged/` -> an f16 GGUF through llama.cpp's converter (a subprocess with this Python)."""
     script = script or converter_script()
     check_supported(merged, script)
-    cmd = [sys.executable, "-c", _BOOTSTRAP, str(script), str(merged), "--outfile", str(out_file), "--outtype", "f16"]
+    cmd = [sys.executable, "-c", _BOOTSTRAP, str(script), declared_pre_tokenizer(merged), str(merged),
+           "--outfile", str(out_file), "--outtype", "f16"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not out_file.is_file():
         log = done.stderr.strip().splitlines()
