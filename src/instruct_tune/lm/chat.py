@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("instruction", nargs="?", help="one instruction to answer; omit for an interactive prompt")
     parser.add_argument("--input", default="", help="the optional input field")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model folder (default: {DEFAULT_MODEL})")
-    parser.add_argument("--gguf", default=None, help="an exported GGUF (models/export/model-f16.gguf) instead of --model")
+    parser.add_argument("--gguf", default=None,
+                        help="an exported GGUF (models/export/model-f16.gguf) instead of --model")
     parser.add_argument("--params", default=PARAMS_FILE)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: generate.max_new_tokens")
     args = parser.parse_args(argv)

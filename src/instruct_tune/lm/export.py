@@ -228,7 +228,7 @@ def _chat_prefix(tokenizer: Any, chat_template: str | None, pre: str, post: str)
     try:
         rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                  chat_template=chat_template or tokenizer.chat_template)
-    except Exception:  # noqa: BLE001 (a template may raise on a system role; then there is none to offer)
+    except Exception:  # a template may raise on a system role; then there is none to offer
         return _lit(pre), None
     if rendered.count(SYSTEM_MARK) != 1 or rendered.count(PROMPT_MARK) != 1:
         return _lit(pre), None
@@ -255,7 +255,8 @@ def ollama_template(template: str, tokenizer: Any, chat_template: str | None = N
     elif template == "alpaca" and pre.startswith(ALPACA_PREAMBLE):
         rest = pre[len(ALPACA_PREAMBLE):]
         gap = rest[: len(rest) - len(rest.lstrip())]
-        prefix, system = "{{ if .System }}{{ .System }}" + _lit(gap) + "{{ end }}" + _lit(rest.lstrip()), ALPACA_PREAMBLE
+        system = ALPACA_PREAMBLE
+        prefix = "{{ if .System }}{{ .System }}" + _lit(gap) + "{{ end }}" + _lit(rest.lstrip())
     else:
         prefix = _lit(pre)
     eos = tokenizer.eos_token or ""
