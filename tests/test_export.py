@@ -187,3 +187,18 @@ def test_a_failed_check_leaves_the_previous_export_in_place(tiny_llama_dir: Path
         run_export(ModelParams(name=str(tiny_llama_dir)), "dialogue", impossible, tiny_llama_dir, RECORDS, out)
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert not out.with_name(".export.tmp").exists()
+
+
+def test_report_section_shows_the_export_figures() -> None:
+    from instruct_tune.report.build import section_export
+
+    m = {"export": {"gguf_type": "q8_0", "f16": {"exact_match": 1.0, "token_agreement": 1.0, "n": 16},
+                    "q8_0": {"exact_match": 0.1875, "token_agreement": 0.3232, "n": 16}}}
+    b = {"export": {"compare_tokens": 32, "tolerance": {"f16": {"min_exact_match": 0.9, "min_token_agreement": 0.95}},
+                    "files": {"model-f16.gguf": 270885728, "model-q8_0.gguf": 144810848},
+                    "types": {"f16": {"stop_mismatches": 0}, "q8_0": {"stop_mismatches": 4}}}}
+    text = "\n".join(section_export(m, b))
+    assert text.startswith("## Take the model home")
+    assert "| model-f16.gguf | 271 MB | 100.0% | 100.0% | 0 | 16 |" in text
+    assert "| model-q8_0.gguf | 145 MB | 18.8% | 32.3% | 4 | 16 |" in text
+    assert section_export({"export": {"enabled": False}}, {}) == []

@@ -251,7 +251,7 @@ def section_export(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
             continue
         size = files.get(f"model-{name}.gguf")
         kind = d.get("types", {}).get(name, {})
-        rows.append([f"model-{name}.gguf", f"{size / 2**20:.1f} MB" if size else None,
+        rows.append([f"model-{name}.gguf", f"{size / 1e6:.0f} MB" if size else None,
                      pct(figures.get("exact_match")), pct(figures.get("token_agreement")),
                      kind.get("stop_mismatches"), figures.get("n")])
     tol = d.get("tolerance", {}).get("f16", {})
