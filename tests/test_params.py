@@ -33,7 +33,7 @@ def test_params_yaml_holds_exactly_the_models_defaults() -> None:
 
 CASES = {  # params.yaml text -> the whole error message
     "unknown section": ("trian:\n  lr: 0.1\n",
-                        "trian: unknown key (allowed under the top level: data, eda, split, model, train, generate, evaluate, "
+                        "trian: unknown key (allowed under the top level: data, eda, split, model, train, export, generate, evaluate, "
                         "judge, synth, report)"),
     "unknown key": ("split:\n  seed: 1\n  test_sise: 5\n",
                     "split.test_sise: unknown key (allowed under split: train_size, val_size, test_size, seed, "

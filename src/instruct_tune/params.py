@@ -76,6 +76,7 @@ Optimizer = Literal[
     "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd", "apollo_adamw", "apollo_adamw_layerwise",
     "stable_adamw",
 ]
+GgufType = Literal["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]  # llama.cpp's names (export.GGUF_FTYPES)
 JudgeBackend = Literal["local", "openai"]
 JudgeMode = Literal["pointwise", "pairwise"]
 JudgeScoring = Literal["auto", "choices", "generate"]
@@ -236,6 +237,20 @@ class TrainParams:
 
 
 @dataclass(config=_SECTION)
+class ExportParams:
+    enabled: Bool = False  # ~2.5 min for the default model on 2 cores: opt in; off, models/export is empty
+    gguf_type: GgufType = "f16"  # the GGUF the Modelfile uses; model-f16.gguf is always written (the reference)
+    check_prompts: Int = 16  # a seeded sample of test prompts answered by both the trained model and the GGUF
+    max_new_tokens: Int = 64  # greedy tokens per answer in the round-trip check
+    compare_tokens: Int = 32  # token agreement is measured over the first this many answer tokens
+    min_token_agreement: Float = 0.95  # f16: tolerance (below it the stage fails)
+    min_exact_match: Float = 0.9  # f16: share of prompts whose whole greedy answer must be identical
+    n_ctx: Int = 2048
+    n_threads: Int = operational(0)  # llama.cpp threads (0: its default); quantizer threads too
+    seed: Int = 0
+
+
+@dataclass(config=_SECTION)
 class GenerateParams:
     max_new_tokens: Int = 200
     do_sample: Bool = True
@@ -345,6 +360,7 @@ class Params:
     split: SplitParams = field(default_factory=SplitParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    export: ExportParams = field(default_factory=ExportParams)
     generate: GenerateParams = field(default_factory=GenerateParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     judge: JudgeParams = field(default_factory=JudgeParams)
