@@ -1,8 +1,9 @@
 """Stage `export`: take the tuned model home. Reads --tuned (a full model or a LoRA adapter) and --test, params
-`export`, `model`, `train.template` (with a custom template's text and the system prompt); writes --out (merged/ safetensors + tokenizer, model-f16.gguf, model-<type>.gguf
-for `export.gguf_type`, an Ollama Modelfile), --metrics (per GGUF type: exact-match share and token agreement of
-greedy answers against the trained model on a seeded sample of test prompts) and --breakdown (stop mismatches, file
-sizes, seconds per step, the answers). An f16 GGUF that disagrees beyond `export.min_*` fails the stage.
+`export`, `model`, `train.template` (with a custom template's text and the system prompt); writes --out (merged/
+safetensors + tokenizer, model-f16.gguf, model-<type>.gguf for `export.gguf_type`, an Ollama Modelfile), --metrics
+(per GGUF type: exact-match share and token agreement of greedy answers against the trained model on a seeded sample
+of test prompts) and --breakdown (stop mismatches, file sizes, seconds per step, the answers). An f16 GGUF that
+disagrees beyond `export.min_*` fails the stage.
 """
 
 from __future__ import annotations
