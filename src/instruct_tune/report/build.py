@@ -104,6 +104,13 @@ def section_verdict(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
             f"only the tuned model got right, {g['only_base']} only the base). Lenient (answer anywhere in the "
             f"response): {pct(g['base']['lenient_accuracy'])} → {pct(g['tuned']['lenient_accuracy'])}."
         )
+    if g.get("n_rouge"):
+        lines.append(
+            f"- **ROUGE-L F1 against the reference** ({g['n_rouge']} test records): base "
+            f"{fmt(g['base'].get('rouge_l'))} → tuned {fmt(g['tuned'].get('rouge_l'))}, a difference of "
+            f"{fmt(g['rouge_l_diff'])} (95% paired bootstrap interval {fmt(g['rouge_l_diff_ci_low'])} to "
+            f"{fmt(g['rouge_l_diff_ci_high'])}): word overlap, which rewards the reference's wording, not correctness."
+        )
     if j.get("n_pairs"):
         details = b.get("judge", {})
         lines.append(
@@ -245,6 +252,7 @@ def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
         return []
     keys = [("strict_accuracy", "verified accuracy (strict)"),
             ("lenient_accuracy", "answer anywhere in the response (lenient)"),
+            ("rouge_l", "ROUGE-L F1 against the reference"),
             ("n", "responses"), ("mean_new_tokens", "mean new tokens"), ("empty_rate", "empty responses"),
             ("repetition_rate", "caught in a repetition loop"), ("tokens_per_s", "tokens/s")]
     rows = []
