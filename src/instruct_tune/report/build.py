@@ -144,6 +144,12 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
                 f"({valid.get('n_one_verified')} pairs) "
                 f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
                 f"{fmt(j.get('auc_factual'))}. Position consistency {pct(j.get('position_consistency'))}.")
+    lengths = details.get("length_preference", {})
+    every, close = lengths.get("all") or {}, lengths.get("close_lengths") or {}
+    if every.get("n"):
+        text += (f" Length bias: of {every['n']} decided pairs whose answers differ in length, the longer answer won "
+                 f"{pct(every['longer_won'])} (95% CI {pct(every['ci_low'])}–{pct(every['ci_high'])}); among the "
+                 f"{close.get('n', 0)} whose lengths differ by under 20%, {pct(close.get('longer_won'))}.")
     if kappa is None or kappa < KAPPA_TRUSTED:
         text += (f" Kappa is below {KAPPA_TRUSTED} (or not measurable): **do not quote this judge's verdict**; "
                  "quote the verified accuracy.")
