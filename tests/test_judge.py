@@ -1755,7 +1755,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     assert set(metrics) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                             "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                             "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                            "auc_factual", "mode"}
+                            "auc_factual", "mode", "longer_won"}
     assert metrics["win"] == 4 and metrics["kappa"] == 1.0 and metrics["mode"] == "pointwise"
     breakdown = read_json(tmp_path / "metrics/breakdown/judge.json")
     assert breakdown["judge_model"] == "fake:judge" and breakdown["scoring"] == "choices"
@@ -1796,3 +1796,28 @@ def test_cli_as_a_module_reports_user_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().endswith("error: --names: expected two comma-separated names, got 'full,'")
     assert not (tmp_path / "out").exists()
+
+
+def test_length_preference_counts_decided_pairs_won_by_the_longer_answer() -> None:
+    from instruct_tune.evaluate.judge_summary import length_preference
+
+    def line(outcome: str, tuned: str, base: str) -> dict:
+        return {"outcome": outcome, "grades": {"tuned": {"response": tuned}, "base": {"response": base}}}
+
+    judgments = [
+        line("win", "x" * 100, "x" * 10),  # longer won
+        line("loss", "x" * 100, "x" * 10),  # shorter won
+        line("win", "x" * 100, "x" * 90),  # longer won, lengths within 20%
+        line("loss", "x" * 90, "x" * 100),  # longer (base) won, within 20%
+        line("tie", "x" * 100, "x" * 10),  # not decided
+        line("win", "x" * 50, "x" * 50),  # same length
+        line("error", "x", "xx"),
+    ]
+    found = length_preference(judgments, ("tuned", "base"), samples=500, seed=0)
+    assert found["all"]["n"] == 4 and found["all"]["longer_won"] == 0.75
+    assert found["all"]["ci_low"] <= 0.75 <= found["all"]["ci_high"]
+    assert found["close_lengths"]["n"] == 2 and found["close_lengths"]["longer_won"] == 1.0
+    pairwise = [{"outcome": "win", "responses": {"tuned": "short", "base": "much longer answer"}}]
+    assert length_preference(pairwise, ("tuned", "base"), 500, 0)["all"]["longer_won"] == 0.0
+    assert length_preference([], ("tuned", "base"), 500, 0)["all"] == {"n": 0, "longer_won": None, "ci_low": None,
+                                                                       "ci_high": None}

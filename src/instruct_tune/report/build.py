@@ -104,6 +104,13 @@ def section_verdict(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
             f"only the tuned model got right, {g['only_base']} only the base). Lenient (answer anywhere in the "
             f"response): {pct(g['base']['lenient_accuracy'])} → {pct(g['tuned']['lenient_accuracy'])}."
         )
+    if g.get("n_rouge"):
+        lines.append(
+            f"- **ROUGE-L F1 against the reference** ({g['n_rouge']} test records): base "
+            f"{fmt(g['base'].get('rouge_l'))} → tuned {fmt(g['tuned'].get('rouge_l'))}, a difference of "
+            f"{fmt(g['rouge_l_diff'])} (95% paired bootstrap interval {fmt(g['rouge_l_diff_ci_low'])} to "
+            f"{fmt(g['rouge_l_diff_ci_high'])}): word overlap, which rewards the reference's wording, not correctness."
+        )
     if j.get("n_pairs"):
         details = b.get("judge", {})
         lines.append(
@@ -137,6 +144,12 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
                 f"({valid.get('n_one_verified')} pairs) "
                 f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
                 f"{fmt(j.get('auc_factual'))}. Position consistency {pct(j.get('position_consistency'))}.")
+    lengths = details.get("length_preference", {})
+    every, close = lengths.get("all") or {}, lengths.get("close_lengths") or {}
+    if every.get("n"):
+        text += (f" Length bias: of {every['n']} decided pairs whose answers differ in length, the longer answer won "
+                 f"{pct(every['longer_won'])} (95% CI {pct(every['ci_low'])}–{pct(every['ci_high'])}); among the "
+                 f"{close.get('n', 0)} whose lengths differ by under 20%, {pct(close.get('longer_won'))}.")
     if kappa is None or kappa < KAPPA_TRUSTED:
         text += (f" Kappa is below {KAPPA_TRUSTED} (or not measurable): **do not quote this judge's verdict**; "
                  "quote the verified accuracy.")
@@ -285,6 +298,7 @@ def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
         return []
     keys = [("strict_accuracy", "verified accuracy (strict)"),
             ("lenient_accuracy", "answer anywhere in the response (lenient)"),
+            ("rouge_l", "ROUGE-L F1 against the reference"),
             ("n", "responses"), ("mean_new_tokens", "mean new tokens"), ("empty_rate", "empty responses"),
             ("repetition_rate", "caught in a repetition loop"), ("tokens_per_s", "tokens/s")]
     rows = []
