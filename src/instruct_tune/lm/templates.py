@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
+from instruct_tune.lm.special_tokens import plain_text
 from instruct_tune.params import Template
 
 TEMPLATES = get_args(Template)  # the names params.yaml allows for `train.template`
@@ -64,8 +65,9 @@ def format_prompt(
     record: dict[str, Any], template: str, tokenizer: Any = None, chat_template: str | None = None
 ) -> str:
     """The prompt for `record` under `template`: everything the model sees before its response."""
-    instruction = record.get("instruction", "")
-    input_text = record.get("input", "") or ""
+    # Record text stays text: markers in it never become the template's special tokens (special_tokens.py).
+    instruction = plain_text(record.get("instruction", ""), tokenizer)
+    input_text = plain_text(record.get("input", "") or "", tokenizer)
     if template == "alpaca":
         return format_alpaca(instruction, input_text)
     if template == "chatml":

@@ -39,6 +39,7 @@ from instruct_tune.errors import UserError
 from instruct_tune.io import read_records, write_json
 from instruct_tune.lm.modeling import check_quantisation, load_model, load_tokenizer, pick_device, pick_dtype
 from instruct_tune.params import LoraParams, ModelParams, TrainParams, fingerprint
+from instruct_tune.lm.special_tokens import plain_text
 from instruct_tune.lm.templates import format_prompt
 
 if TYPE_CHECKING:  # for the callbacks' annotations only
@@ -122,7 +123,8 @@ def build_examples(
     examples, dropped = [], Counter()
     for record in records:
         prompt = format_prompt(record, train.template, tokenizer, chat_template)
-        example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
+        response = plain_text(record["output"], tokenizer)  # markers in it stay text (special_tokens.py)
+        example, reason = encode_example(prompt, response, tokenizer, train.max_length, train.loss_on,
                                          train.overlong)
         if example is None:
             dropped[reason] += 1
