@@ -195,13 +195,20 @@ def test_unsupported_architecture_is_a_clear_error(tokenizer_dir: Path, tmp_path
     assert not (tmp_path / "opt.gguf").exists()
 
 
-def test_a_failed_check_leaves_the_previous_export_in_place(tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_a_failed_check_leaves_the_previous_export_in_place(tiny_llama_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import instruct_tune.lm.export as export
+
     out = tmp_path / "export"
     out.mkdir()
     (out / "old.txt").write_text("previous")
-    impossible = dataclasses.replace(PARAMS, check_prompts=2, min_token_agreement=1.01)
+    # a GGUF whose greedy answers all differ from the trained model's (as a lost RoPE base made them, once)
+    real = export.agreement
+    monkeypatch.setattr(export, "agreement", lambda hf, gg, compare: real(hf, [([-1] * len(i), "x") for i, _ in gg],
+                                                                         compare))
+    params = dataclasses.replace(PARAMS, check_prompts=2)
     with pytest.raises(UserError, match="beyond tolerance"):
-        run_export(ModelParams(name=str(tiny_llama_dir)), "dialogue", impossible, tiny_llama_dir, RECORDS, out)
+        run_export(ModelParams(name=str(tiny_llama_dir)), "dialogue", params, tiny_llama_dir, RECORDS, out)
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert not out.with_name(".export.tmp").exists()
 

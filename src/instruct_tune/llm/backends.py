@@ -22,7 +22,9 @@ import threading
 from typing import Any, Protocol
 
 from instruct_tune.llm.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
-from instruct_tune.llm.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
+from instruct_tune.llm.api_keys import (
+    check_endpoint, check_env_name, display_url, redact, resolve_api_key, uses_env_proxies,
+)
 from instruct_tune.errors import UserError, clip
 from instruct_tune.params import JudgeBackend
 
@@ -308,15 +310,22 @@ class OpenAIBackend:
         check_endpoint(params.base_url, params.allow_insecure_http, section)
         self.params = params
         self.section = section
-        self.model_id = f"openai:{params.model}@{params.base_url}"
+        # The identity written to the cache, the breakdown and REPORT.md: the URL without credentials, query or
+        # fragment (check_endpoint refuses those; display_url drops them should one ever get past it).
+        self.model_id = f"openai:{params.model}@{display_url(params.base_url)}"
         self.max_workers = max(1, params.concurrency)
         self._url = display_url(params.base_url)
         # The key is read from the environment and handed to the client only: never stored or logged, and
         # removed from any server message we repeat (a hostile or careless server may echo it).
         api_key = resolve_api_key(params.api_key_env, params.base_url, section)
         self._redact = lambda text: redact(text, api_key)
+        # A loopback server is reached directly: trust_env=False ignores HTTP(S)_PROXY / ALL_PROXY (and .netrc),
+        # so no proxy ever sees the key. Elsewhere (https only, unless allow_insecure_http) the environment's proxy
+        # tunnels the TLS connection without seeing what is inside.
+        http_client = openai.DefaultHttpxClient(trust_env=uses_env_proxies(params.base_url), timeout=params.timeout_s)
         self.client = openai.OpenAI(
-            base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
+            base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries,
+            http_client=http_client,
         )
         self.formats: list[dict[str, Any] | None] = [
             {"type": "json_schema",

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from instruct_tune.io import read_records
+from instruct_tune.lm.special_tokens import plain_text
 from instruct_tune.lm.templates import format_prompt
 from instruct_tune.params import TrainParams
 
@@ -77,7 +78,8 @@ def build_examples(
     examples, dropped = [], Counter()
     for record in records:
         prompt = format_prompt(record, train, tokenizer, chat_template)  # train: a custom template, system prompt
-        example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
+        response = plain_text(record["output"], tokenizer)  # markers in it stay text (special_tokens.py)
+        example, reason = encode_example(prompt, response, tokenizer, train.max_length, train.loss_on,
                                          train.overlong)
         if example is None:
             dropped[reason] += 1

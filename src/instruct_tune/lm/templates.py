@@ -26,6 +26,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, get_args
 
+from instruct_tune.lm.special_tokens import plain_text
 from instruct_tune.params import Template
 from instruct_tune.text_template import Block, Field, parse
 
@@ -152,6 +153,9 @@ def format_prompt(
     """The prompt for `record` under `template` (a name, a PromptStyle or the `train` params): everything the
     model sees before its response."""
     style = prompt_style(template)
+    # Record text stays text: markers in it never become the template's special tokens (special_tokens.py).
+    # The system prompt from params is the user's own configuration, not data.
+    record = {k: plain_text(v, tokenizer) if isinstance(v, str) else v for k, v in record.items()}
     instruction = record.get("instruction", "")
     input_text = record.get("input", "") or ""
     system = record.get("system") or style.system_prompt or ""
