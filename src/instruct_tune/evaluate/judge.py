@@ -50,6 +50,7 @@ from instruct_tune.io import iter_records, read_records, write_json, write_jsonl
 from instruct_tune.llm import client as llm_client
 from instruct_tune.llm.backends import Backend, JudgmentFailed, make_backend
 from instruct_tune.llm.cache import JudgeCache, RunStats, answer_all
+from instruct_tune.llm.cache import check_failures as cache_failures
 from instruct_tune.llm.client import ReplyError, RetryPolicy
 from instruct_tune.llm.prompt_text import neutralise
 from instruct_tune.params import JudgeParams
@@ -307,6 +308,18 @@ def combine_pairwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[str
         "consistent": len({v["outcome"] for v in verdicts}) == 1 if len(verdicts) == 2 else None,
         "scores": {names[0]: mean(own), names[1]: mean(other)}, "error": None,
     }
+
+
+def failed_requests(judgments: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """How many requests of the judgments ended without a grade or verdict, and each one's error text."""
+    slots = [s for j in judgments for s in (j["grades"].values() if "grades" in j else j["verdicts"])]
+    return len(slots), [s["error"] or "no verdict" for s in slots if s.get("grade", s.get("verdict")) is None]
+
+
+def check_failures(judgments: list[dict[str, Any]], cache_dir: Path) -> None:
+    """Fail the stage when more than llm.cache.MAX_ERROR_SHARE of the judge's requests failed (see there)."""
+    total, errors = failed_requests(judgments)
+    cache_failures(len(errors), total, errors, "judge requests", Path(cache_dir) / "judgments.jsonl")
 
 
 # ---------------------------------------------------------------- entry points

@@ -93,15 +93,15 @@ def asked_again(entry: dict[str, Any]) -> bool:
 MAX_ERROR_SHARE = 0.1  # a judge or synthesize step with more failed requests than this share fails the stage
 
 
-def check_failures(errors: list[str], total: int, noun: str, cache_path: Path) -> None:
+def check_failures(failed: int, total: int, errors: list[str], noun: str, cache_path: Path) -> None:
     """Fail the stage (a UserError: exit code 2) when more than MAX_ERROR_SHARE of `total` requests ended in an
-    error: the message counts them and gives the most common error texts. Every success is already in the cache,
-    so the rerun asks only for what failed (a failure is never a permanent answer, see `asked_again`)."""
-    if not total or len(errors) <= MAX_ERROR_SHARE * total:
+    error: the message counts them and gives the most common error texts (of `errors`). Every success is already
+    in the cache, and no failure is a permanent answer there (`asked_again`), so the rerun asks only for those."""
+    if not total or failed <= MAX_ERROR_SHARE * total:
         return
     common = "; ".join(f"{n}x {text!r}" for text, n in Counter(clip(e, 200) for e in errors).most_common(3))
-    raise UserError(f"{len(errors)} of {total} {noun} failed ({100 * len(errors) / total:.0f}%, more than the "
-                    f"{100 * MAX_ERROR_SHARE:.0f}% allowed); most common: {common}. The {total - len(errors)} that "
+    raise UserError(f"{failed} of {total} {noun} failed ({100 * failed / total:.0f}%, more than the "
+                    f"{100 * MAX_ERROR_SHARE:.0f}% allowed); most common: {common}. The {total - failed} that "
                     f"succeeded are cached in {cache_path}: rerun to ask only for the failed ones")
 
 
