@@ -16,7 +16,8 @@ plus `correct` (true/false) when the record has a reference answer. Two protocol
   two verdicts agree is `position_consistency`.
 
 Both: untrusted text sits between delimiters that no data can reproduce (`neutralise`); invalid replies
-are retried once at temperature 0, then counted as errors and left out of rates; every finished
+are retried once at temperature 0, then counted as errors and left out of rates (and asked again by the next run;
+more than 10% of failed requests fail the stage: llm/cache.check_failures); every finished
 judgment is cached (data/judge_cache/) under a hash of everything that decides it (the exact messages,
 the schema or forced skeleton, the judge's identity and every judge param that can change a verdict), so an
 unchanged rerun makes zero judge calls and an edited prompt can never reuse an old verdict.
@@ -166,9 +167,9 @@ def reply_parser(request: Request) -> Callable[[str], dict[str, Any]]:
 
 def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats) -> dict[str, Any]:
     """One judgment. A generated reply that does not validate gets one retry at temperature 0, told what
-    was wrong; then it is an error. Verdicts, invalid replies and failures that would repeat (a prompt
-    longer than the local judge's context) are cached; a transport or server failure never is, so the
-    next run asks again."""
+    was wrong; then it is an error. Verdicts, invalid replies (asked again by the next run) and failures that
+    would repeat (a prompt longer than the local judge's context) are cached; a transport or server failure
+    never is, so the next run asks again."""
     if request.kind == "choices":
         stats.add_calls(1)
         try:

@@ -10,7 +10,8 @@ Failures are sorted into three kinds:
 - `JudgmentFailed(cacheable=True)`: this one request is impossible and would fail again the same way
   (the prompt overflows the local judge's context): recorded as an error and cached.
 - `JudgmentFailed(cacheable=False)`: a server's answer that is not a verdict (5xx, rate limit, a 4xx for
-  every response format): recorded as an error, never cached, so the next run asks again.
+  every response format, a reply over its byte cap, a 200 that is not a chat completion): recorded as an error,
+  never cached, so the next run asks again.
 """
 
 from __future__ import annotations

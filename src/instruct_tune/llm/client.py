@@ -65,8 +65,9 @@ def ask_json(backend: Backend, messages: list[dict[str, str]], parse: Callable[[
              temperature: float, max_tokens: int, policy: RetryPolicy) -> dict[str, Any]:
     """One answer: a reply that does not parse is asked again (up to `policy.retries` times) at temperature 0,
     shown with what was wrong (a greedy rerun of the same prompt would repeat it). A parsed answer, and an invalid
-    reply after the retries, are cacheable; so is a failure that would repeat (a prompt longer than a local
-    model's context); a transport or server failure is not, so the next run asks again."""
+    reply after the retries, are written to the cache (the invalid one is asked again by the next run:
+    cache.asked_again); so is a failure that would repeat (a prompt longer than a local model's context); a
+    transport or server failure is not, so the next run asks again."""
     raw: list[str] = []
     error = ""
     for attempt in range(policy.retries + 1):
