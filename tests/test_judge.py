@@ -1569,10 +1569,12 @@ def test_generate_retry_at_temperature_zero_then_counted_error(tmp_path: Path) -
     assert q2["grades"]["tuned"]["error"] == "invalid reply after a retry at temperature 0: no JSON object in the reply"
     assert headline["errors"] == 1 and details["n_judged"] == 3 and headline["win_rate"] == 1.0
     assert stats.judge_calls == 2 * 3 + 4
-    # an invalid reply after the retry is a finished judgment: cached, not asked again
+    # an invalid reply after the retry is recorded in the cache but is no permanent answer: the next run asks
+    # again for those two (call + retry each), and for nothing else
     again = FakeJudge(garbage_for_france)
     _, headline, _, stats = run(tmp_path, again, JudgeParams(temperature=0.7))
-    assert again.calls == [] and headline["errors"] == 1
+    assert len(again.calls) == 4 and all("France" in m[1]["content"] for _, m, _ in again.calls)
+    assert headline["errors"] == 1 and stats.cache_hits == 6
 
 
 def test_a_retry_that_succeeds_is_no_error(tmp_path: Path) -> None:
