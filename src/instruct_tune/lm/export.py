@@ -367,6 +367,35 @@ def check_tolerance(result: dict[str, Any], params: ExportParams, gguf: str) -> 
 # ---------------------------------------------------------------------------------------------- the stage
 
 
+def check_gguf(path: Path, gguf_type: str, tokenizer: Any, prompts: list[str], sample: list[dict[str, Any]],
+               hf: list[tuple[list[int], str]], params: ExportParams
+               ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """One GGUF's greedy answers against the trained model's `hf`: its headline figures, its stop and tokenization
+    details, the answers side by side; an f16 file beyond tolerance is a UserError showing the worst three."""
+    gg, mismatched = gguf_greedy(path, tokenizer, prompts, params)
+    result = agreement(hf, gg, params.compare_tokens)
+    headline = {k: result[k] for k in ("exact_match", "token_agreement", "n")}
+    details = {
+        "stop_mismatches": result["stop_mismatches"], "prompt_token_mismatches": mismatched,
+        "eos": {"transformers": sum(f == "eos" for _, f in hf), "gguf": sum(f == "eos" for _, f in gg)},
+    }
+    examples = [
+        {"id": r["id"], "agreement": round(share, 4),
+         "transformers": tokenizer.decode(a, skip_special_tokens=True),
+         "gguf": tokenizer.decode(b, skip_special_tokens=True)}
+        for r, share, (a, _), (b, _) in zip(sample, result["per_prompt"], hf, gg)
+    ]
+    if gguf_type == "f16":
+        try:
+            check_tolerance(result, params, path.name)
+        except UserError as exc:
+            worst = sorted(examples, key=lambda e: e["agreement"])[:3]
+            shown = "; ".join(f"{e['id']}: {clip(e['transformers'], 80)!r} vs {clip(e['gguf'], 80)!r}"
+                              for e in worst)
+            raise UserError(f"{exc}. Worst: {shown}") from None
+    return headline, details, examples
+
+
 def run_export(model_params: ModelParams, template: str | PromptStyle, params: ExportParams, tuned: Path,
                records: list[dict[str, Any]], out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Write `out` (merged/, model-f16.gguf, model-<type>.gguf, Modelfile); return (headline, breakdown)."""
@@ -407,30 +436,10 @@ def run_export(model_params: ModelParams, template: str | PromptStyle, params: E
         }
         examples: dict[str, list[dict[str, Any]]] = {}
         for gguf_type in types:
-            path = tmp / f"model-{gguf_type}.gguf"
             clock = time.perf_counter()
-            gg, mismatched = gguf_greedy(path, tokenizer, prompts, params)
+            headline[gguf_type], breakdown["types"][gguf_type], examples[gguf_type] = check_gguf(
+                tmp / f"model-{gguf_type}.gguf", gguf_type, tokenizer, prompts, sample, hf, params)
             seconds[f"check_{gguf_type}"] = time.perf_counter() - clock
-            result = agreement(hf, gg, params.compare_tokens)
-            headline[gguf_type] = {k: result[k] for k in ("exact_match", "token_agreement", "n")}
-            breakdown["types"][gguf_type] = {
-                "stop_mismatches": result["stop_mismatches"], "prompt_token_mismatches": mismatched,
-                "eos": {"transformers": sum(f == "eos" for _, f in hf), "gguf": sum(f == "eos" for _, f in gg)},
-            }
-            examples[gguf_type] = [
-                {"id": r["id"], "agreement": round(share, 4),
-                 "transformers": tokenizer.decode(a, skip_special_tokens=True),
-                 "gguf": tokenizer.decode(b, skip_special_tokens=True)}
-                for r, share, (a, _), (b, _) in zip(sample, result["per_prompt"], hf, gg)
-            ]
-            if gguf_type == "f16":
-                try:
-                    check_tolerance(result, params, f"model-{gguf_type}.gguf")
-                except UserError as exc:
-                    worst = sorted(examples["f16"], key=lambda e: e["agreement"])[:3]
-                    shown = "; ".join(f"{e['id']}: {clip(e['transformers'], 80)!r} vs {clip(e['gguf'], 80)!r}"
-                                      for e in worst)
-                    raise UserError(f"{exc}. Worst: {shown}") from None
         breakdown["examples"] = examples
         for gguf_file in sorted(tmp.glob("*.gguf")):
             breakdown["files"][gguf_file.name] = gguf_file.stat().st_size
