@@ -1388,7 +1388,7 @@ def test_aggregation_on_a_hand_made_set() -> None:
     assert set(headline) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                              "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                              "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                             "auc_factual", "mode"}
+                             "auc_factual", "mode", "longer_won"}
     counts = (headline["win"], headline["loss"], headline["tie"], headline["errors"], headline["n_pairs"])
     assert counts == (3, 2, 1, 1, 7)
     values = [1.0, 0.5, 0.0, 1.0, 1.0, 0.0]  # h0 h1 h2 h3 h4 h6; the error pair is left out
@@ -1419,7 +1419,7 @@ def test_aggregation_on_a_hand_made_set() -> None:
     assert headline["auc_factual"] == 0.78
 
     assert set(details) == {"judge_model", "judge_backend", "mode", "scoring", "pov", "n_judged", "validity",
-                            "score_pct", "best_worst", "by_task"}
+                            "score_pct", "best_worst", "by_task", "length_preference"}
     assert (details["judge_model"], details["judge_backend"], details["mode"], details["scoring"], details["pov"],
             details["n_judged"]) == ("fake:judge", "local", "pointwise", "choices", "tuned", 6)
     assert details["validity"] == {
@@ -1648,7 +1648,7 @@ def test_pairwise_consistent_judge(tmp_path: Path) -> None:
     assert set(headline) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                              "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                              "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                             "auc_factual", "mode", "picked_verified"}
+                             "auc_factual", "mode", "picked_verified", "longer_won"}
     assert headline["picked_verified"] == 1.0 and headline["auc_factual"] == 1.0 and headline["kappa"] is None
     assert details["validity"]["n_one_verified"] == 4 and details["validity"]["n"] == 8
     assert headline["mode"] == "pairwise" and headline["total_diff"] == 12.0
