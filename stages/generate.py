@@ -15,13 +15,15 @@ from instruct_tune.lm.generation import (
 )
 from instruct_tune.io import jsonl_line, write_file_set, write_json
 from instruct_tune.lm.modeling import pick_device
+from instruct_tune.lm.templates import PromptStyle
 from instruct_tune.params import load_params
 
 
 def main(argv: list[str] | None = None) -> None:
     paths = stage_paths(argv, __doc__, "test", "tuned", "out", "work", "metrics", "breakdown")
     params = load_params()
-    template = params.train.template
+    # the template's name, a custom template's text, the system prompt
+    template = PromptStyle(params.train.template, params.train.prompt_template, params.train.system_prompt)
     records = load_test_records(paths.test)
     device = pick_device(params.model.device)
     rows, timings, outputs = {}, {}, {}

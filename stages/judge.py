@@ -10,7 +10,7 @@ judge calls and an interrupted run resumes.
 from __future__ import annotations
 
 from instruct_tune.cli import run_stage, stage_paths
-from instruct_tune.evaluate.judge import judge_generations, read_verification, write_outputs
+from instruct_tune.evaluate.judge import check_failures, judge_generations, read_verification, write_outputs
 from instruct_tune.params import load_params
 
 NAMES = ("tuned", "base")  # the tuned model's point of view: its wins, losses and ties
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
         paths.generations / "tuned.jsonl", paths.generations / "base.jsonl", NAMES, params, paths.cache,
         verified=verified,
     )
+    check_failures(judgments, paths.cache)  # too many failed requests: exit 2, every success cached
     write_outputs(judgments, metrics, details, NAMES, paths.out, paths.metrics, paths.breakdown, paths.plots)
     # Calls depend on the cache, not on the inputs: printed, kept out of the metrics.
     print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from instruct_tune.cli import run_stage, stage_paths
 from instruct_tune.params import load_params
-from instruct_tune.synth.synthesize import check_tracked, summary, synthesize, write_outputs
+from instruct_tune.synth.synthesize import check_failures, check_tracked, summary, synthesize, write_outputs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     if params.documents is not None:
         check_tracked(params.documents, [str(paths.documents)])
     result = synthesize(params, paths.cache)
+    check_failures(result, paths.cache)  # too many failed calls: exit 2, every success cached
     write_outputs(result, paths.out, paths.metrics, paths.breakdown)
     print(summary(result))
 

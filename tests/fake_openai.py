@@ -2,7 +2,8 @@
 
 It answers at once: `reply(n, body)` gives each request's answer, a string (the completion's content), an int (an
 HTTP error status, whose message is `error_message`, `{status}` filled in), a dict (the whole JSON reply, status
-200) or None (the connection dropped without a response). Every request's Authorization header is kept in `auth`,
+200), None (the connection dropped without a response) or a `Body` (a 200 whose body, given as chunks, is sent as
+it is, `delay` seconds before each chunk: a slow drip or a huge reply; `sent` counts the bytes that went out). Every request's Authorization header is kept in `auth`,
 and its path, header and body in `log`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +23,14 @@ VERDICT = json.dumps({
 })
 
 
+class Body:
+    """A 200 reply's raw body: `chunks` (any iterable of bytes) written one by one, `delay` seconds apart, with a
+    Content-Length of `length` (None: chunked until the client hangs up)."""
+
+    def __init__(self, chunks: Any, delay: float = 0.0, length: int | None = None) -> None:
+        self.chunks, self.delay, self.length = chunks, delay, length
+
+
 class FakeOpenAI:
     def __init__(self, reply: Callable[[int, dict[str, Any]], str | int | dict[str, Any] | None] = lambda n, body: VERDICT,
                  error_message: str = "scripted error", host: str = "127.0.0.1") -> None:
@@ -29,6 +39,7 @@ class FakeOpenAI:
         self.auth: list[str | None] = []
         self.log: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+        self.sent = 0  # bytes of `Body` replies written to the socket (accepted by the kernel)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +54,23 @@ class FakeOpenAI:
                 answer = server.reply(n, body)
                 if answer is None:
                     self.close_connection = True  # no response at all: the server "went down"
+                    return
+                if isinstance(answer, Body):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    if answer.length is not None:
+                        self.send_header("Content-Length", str(answer.length))
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        for chunk in answer.chunks:
+                            time.sleep(answer.delay)
+                            self.wfile.write(chunk)
+                            self.wfile.flush()
+                            with server.lock:
+                                server.sent += len(chunk)
+                    except OSError:  # the client hung up: what a bounded client does
+                        pass
                     return
                 if isinstance(answer, int):
                     status = answer

@@ -234,3 +234,105 @@ def test_a_real_server_on_a_non_loopback_address_gets_no_request_over_plain_http
         allowed = _judge_cli(_workdir(tmp_path / "allowed", url, allow_insecure_http=True), key)
         assert allowed.returncode == 0, allowed.stderr
         assert "warning: sending the API key over plain http" in allowed.stderr and server.requests > 0
+
+
+# ---------------------------------------------------------------- proxies and query strings
+
+
+class RecordingProxy:
+    """A loopback HTTP proxy that records every request it gets (its first line and Authorization header) and
+    answers 502: it never forwards anything."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.seen: list[tuple[str, str | None]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                proxy.seen.append((self.requestline, self.headers.get("Authorization")))
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_CONNECT = _record
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "HTTPS_PROXY"])
+def test_the_key_never_goes_through_a_proxy_to_a_loopback_server(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from instruct_tune.llm.backends import OpenAIBackend
+
+    key = new_key()
+    monkeypatch.setenv(ENV, key)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with RecordingProxy() as proxy, FakeOpenAI() as server:
+        monkeypatch.setenv(variable, proxy.url)
+        if variable == "HTTPS_PROXY":  # and the plain-http server through it too
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        params = JudgeParams(backend="openai", base_url=server.base_url, api_key_env=ENV, timeout_s=5.0, max_retries=0)
+        backend = OpenAIBackend(params, {"type": "object"})
+        try:
+            reply = backend.complete([{"role": "user", "content": "hi"}], temperature=0.0, max_tokens=8)
+        finally:
+            backend.close()
+    print(f"{variable}={proxy.url}: proxy saw {len(proxy.seen)} requests; the server saw {server.requests}")
+    assert proxy.seen == []
+    assert server.auth == [f"Bearer {key}"] and reply == VERDICT
+
+
+@pytest.mark.parametrize("url", ["https://api.example.com/v1?api_key=sk-proj-abcdef0123456789secret",
+                                 "https://api.example.com/v1?key=sk-proj-abcdef0123456789secret#frag",
+                                 "http://127.0.0.1:8000/v1?token=sk-proj-abcdef0123456789secret",
+                                 "https://api.example.com/v1#sk-proj-abcdef0123456789secret",
+                                 "https://api.example.com/v1?"])
+def test_a_query_string_or_fragment_in_the_url_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(UserError) as caught:
+        check_endpoint(url, allow_insecure_http=True)
+    message = str(caught.value)
+    assert "must not contain a query string or fragment" in message and "judge.api_key_env" in message
+    assert "abcdef0123456789" not in message and "?" not in message.split("(")[0]
+    print(message)
+
+
+def test_the_judges_identity_never_holds_credentials_or_a_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    from instruct_tune.llm.backends import OpenAIBackend
+
+    monkeypatch.delenv(ENV, raising=False)
+    backend = OpenAIBackend(JudgeParams(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", api_key_env=ENV),
+                            {"type": "object"})
+    try:
+        assert backend.model_id == "openai:m@http://127.0.0.1:9/v1"
+    finally:
+        backend.close()
+
+
+def test_plain_http_to_a_remote_host_through_a_proxy_says_the_proxy_sees_the_key(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://user:pw@proxy.example.com:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    check_endpoint("http://10.0.0.5:8000/v1", allow_insecure_http=True)
+    err = capsys.readouterr().err
+    assert "through the proxy http://proxy.example.com:3128/, which sees it too" in err or \
+        "through the proxy http://proxy.example.com:3128, which sees it too" in err
+    assert "pw" not in err

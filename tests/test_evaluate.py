@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from instruct_tune.evaluate.answers import answer_metrics, compare_models, is_repetitive, verification
+from instruct_tune.evaluate.answers import answer_metrics, compare_models, is_repetitive, rouge_l, verification
 from instruct_tune.params import EvaluateParams
 from instruct_tune.tasks.matching import normalise_tokens
 
@@ -52,7 +52,7 @@ def test_paired_comparison_of_the_two_models():
     # exact two-sided binomial test of 12 vs 2 discordant pairs: 2 * P(X <= 2 | n=14, p=1/2) = 0.0129
     assert headline["mcnemar_p"] == 0.0129
     assert "by_task" in details["base"] and set(headline["tuned"]) == {"strict_accuracy", "lenient_accuracy",
-                                                                     "repetition_rate"}
+                                                                     "rouge_l", "repetition_rate"}
     assert compare_models(answers, checks, params)[0] == headline  # seeded
 
 
@@ -65,3 +65,32 @@ def test_repetition_detector():
     assert is_repetitive("a b c a b c a b c", 3, 3)
     assert not is_repetitive("a b c a b c d", 3, 3)
     assert not is_repetitive("short", 4, 3)
+
+
+def test_rouge_l_is_rouge_score_over_unicode_tokens():
+    from rouge_score import rouge_scorer
+
+    # the package's own number on ASCII text (its tokenizer, no stemming) is ours
+    plain = rouge_scorer.RougeScorer(["rougeL"]).score("The capital of France is Paris.", "Paris is the capital.")
+    assert rouge_l("The capital of France is Paris.", "Paris is the capital.") == round(plain["rougeL"].fmeasure, 4)
+    assert rouge_l("mice", "The plural of 'mouse' is 'mice'.") == round(2 * (1 / 6) / (1 + 1 / 6), 4)
+    # accents and non-Latin scripts count as words (the package's default tokenizer would drop them)
+    assert rouge_l("Título do produto", "título do produto") == 1.0
+    assert rouge_l("東京", "東京") == 1.0 and rouge_l("東京", "大阪") == 0.0
+    assert rouge_l("", "anything") is None and rouge_l("a b", "") == 0.0
+
+
+def test_rouge_l_is_paired_over_records_with_a_reference():
+    def rows(responses: list[str]) -> list[dict]:
+        return [{"id": f"r{i}", "instruction": "Describe it.", "input": "", "reference": ref, "response": resp}
+                for i, (ref, resp) in enumerate(zip(["a b c d", "e f g h", "", "i j k l"], responses))]
+    tuned, base = rows(["a b c d", "e f x x", "z", "i j k l"]), rows(["x x x x", "e f g h", "z", "i x x x"])
+    params = EvaluateParams(bootstrap_samples=1000, seed=0)
+    checks = {"tuned": verification(tuned, params), "base": verification(base, params)}
+    headline, details = compare_models({"tuned": tuned, "base": base}, checks, params)
+    assert [c["rouge_l"] for c in checks["tuned"]] == [1.0, 0.5, None, 1.0]
+    assert [c["rouge_l"] for c in checks["base"]] == [0.0, 1.0, None, 0.25]
+    assert headline["n_rouge"] == 3 and headline["rouge_l_diff"] == round((1.0 - 0.5 + 0.75) / 3, 4)
+    assert headline["rouge_l_diff_ci_low"] <= headline["rouge_l_diff"] <= headline["rouge_l_diff_ci_high"]
+    assert headline["tuned"]["rouge_l"] == round(2.5 / 3, 4) and details["base"]["n_with_reference"] == 3
+    assert headline["n"] == 0 and headline["strict_accuracy_diff"] is None  # no exact answers: no accuracy

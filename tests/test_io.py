@@ -204,3 +204,36 @@ def test_file_digests(tmp_path: Path) -> None:
     folder = files_digest(tmp_path / "m")
     (tmp_path / "m" / "a.bin").rename(tmp_path / "m" / "b.bin")
     assert files_digest(tmp_path / "m") != folder  # names count, not only contents
+
+
+def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import stat as st
+
+    synced: list[tuple[bool, int]] = []  # (a folder?, inode) per fsync
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((st.S_ISDIR(info.st_mode), info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    iox.atomic_write_text(tmp_path / "out.json", "{}\n")
+    assert synced == [(False, (tmp_path / "out.json").stat().st_ino), (True, tmp_path.stat().st_ino)]
+    synced.clear()
+    iox.write_file_set(tmp_path / "set", {"a.txt": "a"})
+    assert (True, tmp_path.stat().st_ino) == synced[-1]  # the folder holding the renamed set, last
+
+
+def test_a_folder_that_cannot_be_synced_is_tolerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def no_dirs(path, flags, *args, **kwargs):  # Windows and some network file systems cannot open a folder
+        if os.path.isdir(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", no_dirs)
+    iox.atomic_write_text(tmp_path / "out.txt", "kept\n")
+    iox.write_file_set(tmp_path / "set", {"a.txt": "a"})
+    assert (tmp_path / "out.txt").read_text() == "kept\n" and (tmp_path / "set" / "a.txt").read_text() == "a"

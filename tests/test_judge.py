@@ -1388,7 +1388,7 @@ def test_aggregation_on_a_hand_made_set() -> None:
     assert set(headline) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                              "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                              "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                             "auc_factual", "mode"}
+                             "auc_factual", "mode", "longer_won"}
     counts = (headline["win"], headline["loss"], headline["tie"], headline["errors"], headline["n_pairs"])
     assert counts == (3, 2, 1, 1, 7)
     values = [1.0, 0.5, 0.0, 1.0, 1.0, 0.0]  # h0 h1 h2 h3 h4 h6; the error pair is left out
@@ -1419,7 +1419,7 @@ def test_aggregation_on_a_hand_made_set() -> None:
     assert headline["auc_factual"] == 0.78
 
     assert set(details) == {"judge_model", "judge_backend", "mode", "scoring", "pov", "n_judged", "validity",
-                            "score_pct", "best_worst", "by_task"}
+                            "score_pct", "best_worst", "by_task", "length_preference"}
     assert (details["judge_model"], details["judge_backend"], details["mode"], details["scoring"], details["pov"],
             details["n_judged"]) == ("fake:judge", "local", "pointwise", "choices", "tuned", 6)
     assert details["validity"] == {
@@ -1569,10 +1569,12 @@ def test_generate_retry_at_temperature_zero_then_counted_error(tmp_path: Path) -
     assert q2["grades"]["tuned"]["error"] == "invalid reply after a retry at temperature 0: no JSON object in the reply"
     assert headline["errors"] == 1 and details["n_judged"] == 3 and headline["win_rate"] == 1.0
     assert stats.judge_calls == 2 * 3 + 4
-    # an invalid reply after the retry is a finished judgment: cached, not asked again
+    # an invalid reply after the retry is recorded in the cache but is no permanent answer: the next run asks
+    # again for those two (call + retry each), and for nothing else
     again = FakeJudge(garbage_for_france)
     _, headline, _, stats = run(tmp_path, again, JudgeParams(temperature=0.7))
-    assert again.calls == [] and headline["errors"] == 1
+    assert len(again.calls) == 4 and all("France" in m[1]["content"] for _, m, _ in again.calls)
+    assert headline["errors"] == 1 and stats.cache_hits == 6
 
 
 def test_a_retry_that_succeeds_is_no_error(tmp_path: Path) -> None:
@@ -1646,7 +1648,7 @@ def test_pairwise_consistent_judge(tmp_path: Path) -> None:
     assert set(headline) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                              "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                              "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                             "auc_factual", "mode", "picked_verified"}
+                             "auc_factual", "mode", "picked_verified", "longer_won"}
     assert headline["picked_verified"] == 1.0 and headline["auc_factual"] == 1.0 and headline["kappa"] is None
     assert details["validity"]["n_one_verified"] == 4 and details["validity"]["n"] == 8
     assert headline["mode"] == "pairwise" and headline["total_diff"] == 12.0
@@ -1755,7 +1757,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     assert set(metrics) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                             "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                             "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                            "auc_factual", "mode"}
+                            "auc_factual", "mode", "longer_won"}
     assert metrics["win"] == 4 and metrics["kappa"] == 1.0 and metrics["mode"] == "pointwise"
     breakdown = read_json(tmp_path / "metrics/breakdown/judge.json")
     assert breakdown["judge_model"] == "fake:judge" and breakdown["scoring"] == "choices"
@@ -1796,3 +1798,28 @@ def test_cli_as_a_module_reports_user_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().endswith("error: --names: expected two comma-separated names, got 'full,'")
     assert not (tmp_path / "out").exists()
+
+
+def test_length_preference_counts_decided_pairs_won_by_the_longer_answer() -> None:
+    from instruct_tune.evaluate.judge_summary import length_preference
+
+    def line(outcome: str, tuned: str, base: str) -> dict:
+        return {"outcome": outcome, "grades": {"tuned": {"response": tuned}, "base": {"response": base}}}
+
+    judgments = [
+        line("win", "x" * 100, "x" * 10),  # longer won
+        line("loss", "x" * 100, "x" * 10),  # shorter won
+        line("win", "x" * 100, "x" * 90),  # longer won, lengths within 20%
+        line("loss", "x" * 90, "x" * 100),  # longer (base) won, within 20%
+        line("tie", "x" * 100, "x" * 10),  # not decided
+        line("win", "x" * 50, "x" * 50),  # same length
+        line("error", "x", "xx"),
+    ]
+    found = length_preference(judgments, ("tuned", "base"), samples=500, seed=0)
+    assert found["all"]["n"] == 4 and found["all"]["longer_won"] == 0.75
+    assert found["all"]["ci_low"] <= 0.75 <= found["all"]["ci_high"]
+    assert found["close_lengths"]["n"] == 2 and found["close_lengths"]["longer_won"] == 1.0
+    pairwise = [{"outcome": "win", "responses": {"tuned": "short", "base": "much longer answer"}}]
+    assert length_preference(pairwise, ("tuned", "base"), 500, 0)["all"]["longer_won"] == 0.0
+    assert length_preference([], ("tuned", "base"), 500, 0)["all"] == {"n": 0, "longer_won": None, "ci_low": None,
+                                                                       "ci_high": None}

@@ -44,7 +44,9 @@ def _setup(root: Path, base_url: str) -> None:
         ])
     (root / "params.yaml").write_text(
         "judge:\n  backend: openai\n  mode: pairwise\n  model: judge-model\n  api_key_env: JUDGE_KILL_TEST_KEY\n"
-        f"  base_url: {base_url}\n  concurrency: 1\n  max_retries: 0\n  timeout_s: 30\n")
+        f"  base_url: {base_url}\n  concurrency: 1\n  max_retries: 0\n  timeout_s: 30\n"
+        # the reply cap is 64 bytes per max_token: room for the padded replies that make each append slow
+        f"  max_tokens: {PAD // 32}\n")
 
 
 # `python -m instruct_tune.evaluate.head_to_head ARGS`, except that it waits for "go" on stdin after its imports.

@@ -100,3 +100,68 @@ def test_hub_files_go_through_huggingface_hub(monkeypatch: pytest.MonkeyPatch, t
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda **kw: (_ for _ in ()).throw(OSError("offline")))
     with pytest.raises(UserError, match=r"could not get it from the Hugging Face hub \(OSError: offline\)"):
         M.resolve_judge_model(M.QWEN_15B_HUB)
+
+
+def test_too_little_free_space_is_a_clear_error_before_the_join(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                private_cache: Path) -> None:
+    import shutil
+    from collections import namedtuple
+
+    fake_pieces(tmp_path, monkeypatch, [b"GGUF" + b"a" * 100, b"b" * 50])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    folder = private_cache / "judges"
+    with pytest.raises(UserError) as caught:
+        M.resolve_judge_model(M.QWEN_15B)
+    assert str(caught.value) == (
+        f"judge.model {M.QWEN_15B}: not enough space in {folder} to assemble the judge model: it needs 0.00 GB "
+        f"(154 bytes), 0.00 GB free. Free space there, or point INSTRUCT_TUNE_CACHE at a folder on a disk with room "
+        f"(nothing partial was left behind)")
+    assert list(folder.iterdir()) == []
+
+
+def test_a_disk_filling_up_during_the_join_is_a_clear_error_and_leaves_no_partial_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, private_cache: Path) -> None:
+    import errno
+    import os
+
+    fake_pieces(tmp_path, monkeypatch, [b"GGUF" + b"a" * 100, b"b" * 50])
+    real_fdopen = os.fdopen
+
+    class Full:
+        """The temporary file, whose second write finds the disk full."""
+
+        def __init__(self, fh) -> None:
+            self.fh, self.writes = fh, 0
+
+        def write(self, data: bytes) -> int:
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **k: Full(real_fdopen(fd, mode, *a, **k)))
+    with pytest.raises(UserError, match=r"not enough space in .*judges to assemble the judge model: it needs "
+                                        r"0\.00 GB \(154 bytes\), the disk filled up while writing"):
+        M.resolve_judge_model(M.QWEN_15B)
+    assert list((private_cache / "judges").iterdir()) == []  # neither the model nor its temporary file
+
+
+def test_a_join_killed_earlier_leaves_its_temporary_file_to_the_next_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        private_cache: Path) -> None:
+    fake_pieces(tmp_path, monkeypatch, [b"GGUF" + b"q" * 20])
+    folder = private_cache / "judges"
+    folder.mkdir(parents=True)
+    stale = folder / f".{M.QWEN_15B_FILE}.999999999.abc.tmp"  # no such process
+    stale.write_bytes(b"half a model")
+    M.resolve_judge_model(M.QWEN_15B)
+    assert not stale.exists()

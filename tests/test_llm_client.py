@@ -152,11 +152,19 @@ PINNED = {
                   "e7ae6d01c7893370c93aeddba2f8d8ebd64837d67d0fcf42fc2fc70488822ace",
                   "587cf6dbbdd7ed2b74f08e85669a70cca3ff8ca46dbe4409512eb94c5c968e73",
                   "0f4de7c4adc5d26b10b28151524f877127a871d1043252dc31148716af3e37f0"),
+    # The auditor's passage moved from its system turn to its user turn (document text never in a system turn):
+    # its keys, entries and messages changed on purpose (were 00166a09... and 116b6639...); the generator's are
+    # still the old code's, pinned apart in GENERATOR_ONLY.
     "synth": ("8a41603702569d3fef647a6dd68f93a985f033ce62600b4703d86737c30ef933",
                "967e81540934d37e017956a872fc6896174cd6e45b0ace955f87749f2c4bfeda",
-               "00166a0927d2fe5f05cab6b123238ee777dfd928ec399bba7ddcbff35f423c4c",
-               "116b6639e135e659335e45963575511c75d7a9271ab28c3b969a17823134415c"),
+               "6caba1dca4514a38e7f9f75aca6b3233635fc83fdf0fe0ece4c9c97a7089e681",
+               "bde6f3b1b265baf9b221c6515db627acec95d9111b9e9d090943e412658a956f"),
 }
+
+
+# The generator's cached entries and messages alone, computed by the code before llm/client.py (commit b3d0615).
+GENERATOR_ONLY = ("a4df69e0051b72e7d2a40a14865c13e98460690d6b3593875940311acf0d04e3",
+                  "646358b28df6ccf86ef4e47be30e221984d36617635bfd8048de0bbc47e7910b")
 
 
 def pinned(entries: list[dict[str, Any]], sent: Any) -> tuple[str, str, str, str]:
@@ -177,5 +185,7 @@ def test_synth_cache_keys_and_entries_are_the_ones_the_old_code_wrote(tmp_path: 
     entries, made = synth_run(tmp_path, monkeypatch)
     assert {tuple(sorted(e)) for e in entries} == {("error", "key", "model", "parsed", "raw")}
     assert pinned(entries, [f.sent for f in made]) == PINNED["synth"]
+    generator = [e for e in entries if e["model"] == "fake:synth.generator"]
+    assert (digest(generator), digest(made[0].sent)) == GENERATOR_ONLY
     assert {e["error"] for e in entries} == {None, "invalid reply after 1 retry at temperature 0: malformed JSON: the "
                                              "object is not closed (the reply was cut off: too few max_tokens?)"}

@@ -33,7 +33,7 @@ def test_params_yaml_holds_exactly_the_models_defaults() -> None:
 
 CASES = {  # params.yaml text -> the whole error message
     "unknown section": ("trian:\n  lr: 0.1\n",
-                        "trian: unknown key (allowed under the top level: data, eda, split, model, train, generate, evaluate, "
+                        "trian: unknown key (allowed under the top level: data, eda, split, model, train, export, generate, evaluate, "
                         "judge, synth, report)"),
     "unknown key": ("split:\n  seed: 1\n  test_sise: 5\n",
                     "split.test_sise: unknown key (allowed under split: train_size, val_size, test_size, seed, "
@@ -43,7 +43,7 @@ CASES = {  # params.yaml text -> the whole error message
                            "target_modules, merge)"),
     "unknown key in a list item": ("data:\n  sources:\n    - uri: a.json\n      fromat: qa\n",
                                    "data.sources[0].fromat: unknown key (allowed under data.sources[0]: uri, format, "
-                                   "count, seed, split, name, sha256)"),
+                                   "count, seed, split, name, sha256, columns)"),
     "integer": ("split:\n  train_size: lots\n", "split.train_size: must be an integer, got 'lots'"),
     "integer, not a fraction": ("train:\n  lora:\n    r: 4.5\n", "train.lora.r: must be an integer, got 4.5"),
     "integer, not a boolean": ("eda:\n  seed: true\n", "eda.seed: must be an integer, got True"),
@@ -76,6 +76,54 @@ CASES = {  # params.yaml text -> the whole error message
                                    "synth.auditor.max_token: unknown key (allowed under synth.auditor: backend, model, "
                                    "revision, base_url, api_key_env, allow_insecure_http, concurrency, timeout_s, "
                                    "max_retries, temperature, max_tokens, n_ctx, n_threads, seed)"),
+    # every number finite and in its range
+    "not a number (.nan)": ("train:\n  lr: .nan\n", "train.lr: must be a finite number, got nan"),
+    "infinite (.inf)": ("judge:\n  timeout_s: .inf\n", "judge.timeout_s: must be a finite number, got inf"),
+    "minus infinity": ("generate:\n  temperature: -.inf\n", "generate.temperature: must be a finite number, got -inf"),
+    "nan as text": ("train:\n  weight_decay: nan\n", "train.weight_decay: must be a finite number, got 'nan'"),
+    "learning rate > 0": ("train:\n  lr: 0\n", "train.lr: must be > 0, got 0"),
+    "batch size >= 1": ("train:\n  batch_size: 0\n", "train.batch_size: must be >= 1, got 0"),
+    "steps >= 1": ("train:\n  eval_steps: 0\n", "train.eval_steps: must be >= 1, got 0"),
+    "max_steps -1 or more": ("train:\n  max_steps: -2\n", "train.max_steps: must be >= -1, got -2"),
+    "max_length >= 2": ("train:\n  max_length: 1\n", "train.max_length: must be >= 2, got 1"),
+    "warmup_ratio < 1": ("train:\n  warmup_ratio: 1.0\n", "train.warmup_ratio: must be < 1, got 1.0"),
+    "lora dropout < 1": ("train:\n  lora:\n    dropout: 1.5\n", "train.lora.dropout: must be < 1, got 1.5"),
+    "lora r >= 1": ("train:\n  lora:\n    r: 0\n", "train.lora.r: must be >= 1, got 0"),
+    "split size >= 0": ("split:\n  val_size: -1\n", "split.val_size: must be >= 0, got -1"),
+    "train size >= 1": ("split:\n  train_size: 0\n", "split.train_size: must be >= 1, got 0"),
+    "seed >= 0": ("split:\n  seed: -1\n", "split.seed: must be >= 0, got -1"),
+    "seed fits 32 bits": ("train:\n  seed: 4294967296\n", "train.seed: must be <= 4294967295, got 4294967296"),
+    "source count >= 1 or null": ("data:\n  sources:\n    - uri: a.json\n      count: 0\n",
+                                  "data.sources[0].count: must be >= 1, got 0"),
+    "download timeout > 0": ("data:\n  download_timeout_s: 0\n", "data.download_timeout_s: must be > 0, got 0"),
+    "download size > 0": ("data:\n  max_download_mb: -5\n", "data.max_download_mb: must be > 0, got -5"),
+    "lda topics >= 1": ("eda:\n  lda_topics: 0\n", "eda.lda_topics: must be >= 1, got 0"),
+    "max_new_tokens >= 1": ("generate:\n  max_new_tokens: 0\n", "generate.max_new_tokens: must be >= 1, got 0"),
+    "temperature >= 0": ("generate:\n  temperature: -0.1\n", "generate.temperature: must be >= 0, got -0.1"),
+    "top_p > 0": ("generate:\n  top_p: 0\n", "generate.top_p: must be > 0, got 0"),
+    "top_p <= 1": ("generate:\n  top_p: 1.5\n", "generate.top_p: must be <= 1, got 1.5"),
+    "top_k >= 0": ("generate:\n  top_k: -1\n", "generate.top_k: must be >= 0, got -1"),
+    "repetition_penalty > 0": ("generate:\n  repetition_penalty: 0\n",
+                               "generate.repetition_penalty: must be > 0, got 0"),
+    "evaluate bootstrap >= 100": ("evaluate:\n  bootstrap_samples: 10\n",
+                                  "evaluate.bootstrap_samples: must be >= 100, got 10"),
+    "judge bootstrap >= 100": ("judge:\n  bootstrap_samples: 0\n", "judge.bootstrap_samples: must be >= 100, got 0"),
+    "judge max_pairs >= 1 or null": ("judge:\n  max_pairs: 0\n", "judge.max_pairs: must be >= 1, got 0"),
+    "judge timeout > 0": ("judge:\n  timeout_s: 0\n", "judge.timeout_s: must be > 0, got 0"),
+    "judge retries >= 0": ("judge:\n  max_retries: -1\n", "judge.max_retries: must be >= 0, got -1"),
+    "judge concurrency >= 1": ("judge:\n  concurrency: 0\n", "judge.concurrency: must be >= 1, got 0"),
+    "judge n_ctx >= 256": ("judge:\n  n_ctx: 64\n", "judge.n_ctx: must be >= 256, got 64"),
+    "judge max_tokens >= 1": ("judge:\n  max_tokens: 0\n", "judge.max_tokens: must be >= 1, got 0"),
+    "synth.generator timeout > 0": ("synth:\n  generator:\n    timeout_s: -1\n",
+                                    "synth.generator.timeout_s: must be > 0, got -1"),
+    "synth.auditor retries >= 0": ("synth:\n  auditor:\n    max_retries: -1\n",
+                                   "synth.auditor.max_retries: must be >= 0, got -1"),
+    "synth.auditor concurrency >= 1": ("synth:\n  auditor:\n    concurrency: 0\n",
+                                       "synth.auditor.concurrency: must be >= 1, got 0"),
+    "synth retries >= 0": ("synth:\n  retries: -1\n", "synth.retries: must be >= 0, got -1"),
+    "synth input_share in [0, 1]": ("synth:\n  input_share: 1.2\n", "synth.input_share: must be <= 1, got 1.2"),
+    "synth per_passage >= 1": ("synth:\n  per_passage: 0\n", "synth.per_passage: must be >= 1, got 0"),
+    "report examples >= 0": ("report:\n  examples: -1\n", "report.examples: must be >= 0, got -1"),
 }
 
 
@@ -97,6 +145,33 @@ def test_every_problem_is_reported_at_once() -> None:
         "params.yaml: report.examples: must be an integer, got 'all'",
         "params.yaml: report.extra: unknown key (allowed under report: examples)",
     ]
+
+
+def test_every_number_in_every_section_has_a_range_or_is_finite() -> None:
+    """Each int field of every section carries a bound and each float one refuses nan/inf: a new field without a
+    range is a decision, made here."""
+    from annotated_types import Ge, Gt, Le, Lt
+    from pydantic import AllowInfNan
+
+    unbounded = []
+
+    def walk(cls: Any, prefix: str) -> None:
+        for name, hint in get_type_hints(cls, include_extras=True).items():
+            args = [a for a in get_args(hint) if a is not type(None)] if type(None) in get_args(hint) else [hint]
+            inner = args[0]
+            metadata = getattr(inner, "__metadata__", ())
+            base = get_args(inner)[0] if metadata else inner
+            if dataclasses.is_dataclass(base):
+                walk(base, f"{prefix}{name}.")
+            elif base is float and not any(isinstance(m, AllowInfNan) and not m.allow_inf_nan for m in metadata):
+                unbounded.append(f"{prefix}{name}")
+            elif base is int and not any(isinstance(m, (Ge, Gt, Le, Lt)) for m in metadata):
+                unbounded.append(f"{prefix}{name}")
+            elif get_args(base) and dataclasses.is_dataclass(get_args(base)[0]):  # list[SourceParams]
+                walk(get_args(base)[0], f"{prefix}{name}[].")
+
+    walk(Params, "")
+    assert unbounded == []
 
 
 def test_file_level_problems(tmp_path: Path) -> None:
@@ -138,11 +213,12 @@ def test_transformers_scheduler_and_optimizer_names_are_the_allowed_ones() -> No
 def test_every_allowed_name_has_its_implementation() -> None:
     from instruct_tune.data.formats import normaliser
     from instruct_tune.llm.backends import BACKENDS
-    from instruct_tune.lm.templates import format_prompt
+    from instruct_tune.lm.templates import PromptStyle, format_prompt
 
     record = {"instruction": "Add 2 and 3.", "input": "", "output": "5"}
     for template in get_args(Template):
-        assert format_prompt(record, template).strip()
+        style = PromptStyle(template, "Q: {instruction}\nA: " if template == "custom" else None)
+        assert format_prompt(record, style).strip()
     for fmt in get_args(DataFormat):
         if fmt != "auto":  # resolved to one of the others from the first row
             assert callable(normaliser(fmt))

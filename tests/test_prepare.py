@@ -85,8 +85,8 @@ def test_bad_settings_fail_before_reading(tmp_path):
         params_from_dict({"data": {"sources": [{"uri": missing}, {"uri": missing, "format": "xml", "name": "b"}]}})
     with pytest.raises(UserError, match=r"two sources are called"):
         prepare(DataParams(sources=[SourceParams(uri=missing), SourceParams(uri=missing)]))
-    with pytest.raises(UserError, match=r"`data.sources\[0\].count` must be >= 0"):
-        prepare(DataParams(sources=[SourceParams(uri=missing, count=-1)]))
+    with pytest.raises(UserError, match=r"^params\.yaml: data\.sources\[0\]\.count: must be >= 1, got -1$"):
+        params_from_dict({"data": {"sources": [{"uri": missing, "count": -1}]}})
     with pytest.raises(UserError, match=r"unknown URI scheme 'ftp'"):
         prepare(DataParams(sources=[SourceParams(uri="ftp://x/a.json")]))
 

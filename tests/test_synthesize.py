@@ -353,9 +353,10 @@ def test_malformed_generator_output_is_retried_at_temperature_0_then_counted(tmp
     with FakeOpenAI(reply) as server:
         result = S.synthesize(synth_params(docs, server.base_url, input_share=0.0), tmp_path / "cache", progress=False)
         requests = server.requests
+        # an invalid reply after the retry is recorded, not a permanent answer: the rerun asks for it again only
         assert S.synthesize(synth_params(docs, server.base_url, input_share=0.0), tmp_path / "cache",
-                            progress=False).llm_calls == 0  # failures after the retry are cached as well
-        assert server.requests == requests
+                            progress=False).llm_calls == 2  # the Lighthouse passage: the call and its retry
+        assert server.requests == requests + 2
     m, b = result.metrics, result.breakdown
     assert m["generation_failures"] == 1 and m["candidates"] == 8
     failure = b["generation_failures"][0]
@@ -489,12 +490,14 @@ def test_the_key_rules_apply_to_the_generator_and_the_auditor(tmp_path: Path, mo
 
 
 def test_settings_that_cannot_work_name_their_key(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^params.yaml: synth.min_passage_chars: must be between 0 and "
+                                        r"synth.passage_chars, got 5000$"):
+        S.synthesize(SynthParams(documents="docs", min_passage_chars=5000), tmp_path, progress=False)
+    # A single value out of its range is refused where params.yaml is read (params.py), before any stage runs.
     for key, value, message in [("per_passage", 0, "synth.per_passage: must be >= 1, got 0"),
-                                ("input_share", 1.5, "synth.input_share: must be between 0 and 1, got 1.5"),
-                                ("min_passage_chars", 5000,
-                                 "synth.min_passage_chars: must be between 0 and synth.passage_chars, got 5000")]:
+                                ("input_share", 1.5, "synth.input_share: must be <= 1, got 1.5")]:
         with pytest.raises(UserError, match=f"^params.yaml: {re.escape(message)}$"):
-            S.synthesize(SynthParams(documents="docs", **{key: value}), tmp_path, progress=False)
+            params_from_dict({"synth": {"documents": "docs", key: value}})
     # An unknown backend and a mistyped value are params.yaml errors (params.py's types), before any stage runs.
     with pytest.raises(UserError, match=r"^params\.yaml: synth\.generator\.backend: 'cloud' is not one of local, "
                                         r"openai$"):

@@ -208,7 +208,7 @@ def test_cpu_only_and_bad_options_fail_before_the_model_loads(case: str, tmp_pat
 
 def test_an_unknown_template_fails_when_params_are_read() -> None:
     with pytest.raises(UserError, match=r"^params\.yaml: train\.template: 'vicuna' is not one of alpaca, chatml, "
-                                        r"dialogue$"):
+                                        r"dialogue, custom$"):
         params_from_dict({"train": {"template": "vicuna"}})
 
 

@@ -1,8 +1,9 @@
 """Reading and writing the pipeline's files: atomic writes, JSON Lines, deterministic JSON.
 
-Everything a stage writes goes through a temporary file and a rename, so an interrupted or failed
-stage never leaves a half-written output; a stage that writes several files in one folder writes
-them as a set (`write_file_set`), so a kill never leaves new files beside old ones. Temporary files
+Everything a stage writes goes through a temporary file and a rename (the file fsynced before, its folder
+after), so an interrupted or failed stage, or a power loss, never leaves a half-written output; a stage that
+writes several files in one folder writes them as a set (`write_file_set`), so a kill never leaves new files
+beside old ones. Temporary files
 are named `.NAME.<pid>.*.tmp` (git-ignored); those of a process that no longer runs are removed by
 the next write of NAME. JSON is written with sorted keys and no timestamps, so DVC's hashes and
 `dvc metrics diff` stay stable. Append-only files (caches, resumable work) survive a kill mid-append:
@@ -66,16 +67,34 @@ def clean_stale_temps(folder: str | Path, name: str) -> list[Path]:
     return removed
 
 
-def _temp_prefix(name: str) -> str:
+def temp_prefix(name: str) -> str:
+    """`.NAME.<pid>.`: the prefix `clean_stale_temps` recognises (and removes once that process is gone)."""
     return f".{name}.{os.getpid()}."
 
 
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable: fsync the folder itself, so a power loss after the rename cannot bring
+    back the old name (or no file). Where a folder cannot be opened or synced (Windows, some network and FUSE
+    file systems) the rename is still atomic, only not yet durable: that is tolerated."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and an atomic rename."""
+    """Write `data` to `path` via a temporary file in the same folder and an atomic rename, then fsync the
+    folder (the file's bytes are synced before the rename, its new name after)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -86,6 +105,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -114,7 +134,7 @@ def write_file_set(folder: str | Path, files: dict[str, str | bytes]) -> None:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(folder.parent, folder.name)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_temp_prefix(folder.name), suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder.name), suffix=".tmp"))
     try:
         for name, content in files.items():
             if Path(name).name != name:
@@ -125,14 +145,17 @@ def write_file_set(folder: str | Path, files: dict[str, str | bytes]) -> None:
                 os.fsync(fh.fileno())
             os.chmod(tmp / name, 0o666 & ~_umask())
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        fsync_dir(tmp)  # the files' names in the new folder
         if folder.exists() and _exchange(tmp, folder):
+            fsync_dir(folder.parent)
             shutil.rmtree(tmp)  # after the exchange it holds the old files
             return
         old = None
         if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=_temp_prefix(folder.name), suffix=".tmp"))
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=temp_prefix(folder.name), suffix=".tmp"))
             os.replace(folder, old / folder.name)
         os.replace(tmp, folder)
+        fsync_dir(folder.parent)
         if old is not None:
             shutil.rmtree(old)
     except BaseException:

@@ -178,13 +178,17 @@ def clean_record(record: dict[str, Any], max_chars: int | None = None) -> dict[s
         out[field] = "" if is_placeholder(text, field) else text
     if out.get("answer") is not None:
         out["answer"] = clean_text(out["answer"], keep_markup=True)
+    if out.get("system"):
+        out["system"] = clean_text(out["system"], keep_markup=True)
     out["id"] = record_id(out)
     return out
 
 
 def record_id(record: dict[str, Any]) -> str:
-    """Stable id: sha1 of the cleaned instruction, input and output, first 16 hex digits."""
-    content = "\x1f".join((record["instruction"], record["input"], record["output"]))
+    """Stable id: sha1 of the cleaned instruction, input and output (and system, when there is one), first 16
+    hex digits."""
+    fields = ("instruction", "input", "output") + (("system",) if record.get("system") else ())
+    content = "\x1f".join(record[f] for f in fields)
     return hashlib.sha1(content.encode("utf-8")).hexdigest()[:16]
 
 

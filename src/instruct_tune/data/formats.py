@@ -5,6 +5,11 @@ Each row comes with its location (`file: line 3` or `file: record 3`), and every
 Conversation formats (sharegpt, dialogue) turn one row into several records: each assistant reply that
 follows a user turn becomes a record, earlier turns go into `input` as `<|user|>` / `<|assistant|>` context
 (the `dialogue` prompt template renders it the same way); with `merge_conversations` one record per row.
+
+A source's column map (`columns:` in params, a `ColumnMap` here) sets `instruction` / `input` / `output` /
+`system` from the row's own columns (a name or a template, see `text_template`); the fields it does not name
+come from the format as without a map. Conversation formats make several records per row, so there a map may
+set only `system`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any, get_args
 
 from instruct_tune.errors import UserError
 from instruct_tune.params import DataFormat
+from instruct_tune.text_template import MissingField, Template, column_template, columns_of, lookup_path
 
 FORMATS = get_args(DataFormat)  # the names params.yaml allows for a source's `format`
 
@@ -51,7 +57,8 @@ def _field(row: Row, names: tuple[str, ...], required: bool = True) -> str:
             return value
     if required:
         also = f" (or {', '.join(repr(n) for n in names[1:])})" if len(names) > 1 else ""
-        raise UserError(f"{row.location}: missing field '{names[0]}'{also}")
+        raise UserError(f"{row.location}: missing field '{names[0]}'{also} (columns present: "
+                        f"{', '.join(columns_of(data)) or 'none'}; map yours with the source's `columns:`)")
     return ""
 
 
@@ -69,25 +76,85 @@ def _record(instruction: str, input_text: str, output: str, answer: str | None =
     return {"instruction": instruction, "input": input_text, "output": output, "answer": answer, "task": task}
 
 
+# The columns each simple format reads per record field (the first one present wins); `input` is optional.
+SIMPLE_FORMATS = {
+    "alpaca": {"instruction": ("instruction",), "input": ("input",), "output": ("output",)},
+    "dolly": {"instruction": ("instruction",), "input": ("context",), "output": ("response",)},
+    "qa": {"instruction": ("question", "q"), "input": ("context",), "output": ("answer", "a")},
+}
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """A source's `columns:`, parsed: record field -> template over the row's columns."""
+
+    source: str  # how errors name the source (its `name`, else its URI)
+    templates: dict[str, Template]
+
+    @classmethod
+    def parse(cls, source: str, columns: dict[str, str] | None) -> ColumnMap | None:
+        if not columns:
+            return None
+        return cls(source, {field: column_template(value) for field, value in columns.items()})
+
+    @property
+    def reads(self) -> set[str]:
+        """Every column the map reads (first step of a dotted path too)."""
+        return {name.split(".")[0] for t in self.templates.values() for name in t.fields} | {
+            name for t in self.templates.values() for name in t.fields}
+
+    def values(self, row: Row) -> dict[str, str]:
+        """The mapped fields of one row; a missing column names the source, the row, the column and those present."""
+        data = row.data
+        if not isinstance(data, dict):
+            raise UserError(f"source {self.source!r}: {row.location}: a column map needs rows with named columns, "
+                            f"got {_describe(data)}")
+        out = {}
+        for field, template in self.templates.items():
+            try:
+                out[field] = template.render(lambda name: lookup_path(data, name))
+            except MissingField as exc:
+                raise UserError(
+                    f"source {self.source!r}: {row.location}: columns.{field} = {template.source!r} asks for "
+                    f"column '{exc.name}', which is not there (columns present: "
+                    f"{', '.join(columns_of(data)) or 'none'})") from None
+            except TypeError as exc:
+                raise UserError(f"source {self.source!r}: {row.location}: columns.{field}: {exc}") from None
+        return out
+
+
+def from_simple(row: Row, fmt: str, mapped: dict[str, str] | None = None, reads: set[str] = frozenset()) -> list[dict]:
+    """One record from a row of a simple format; fields in `mapped` (a column map's values) replace the format's.
+
+    alpaca keeps `answer` and `task` when present, unless the column map reads those columns as text."""
+    mapped = mapped or {}
+    spec = SIMPLE_FORMATS[fmt]
+    if not isinstance(row.data, dict):
+        raise UserError(f"{row.location}: expected an object with field '{spec['instruction'][0]}', "
+                        f"got {_describe(row.data)}")
+    values = {field: mapped[field] if field in mapped else _field(row, names, required=field != "input")
+              for field, names in spec.items()}
+    extra = {name: _optional(row, name) if fmt == "alpaca" and name not in reads else None
+             for name in ("answer", "task")}
+    record = _record(values["instruction"], values["input"], values["output"], extra["answer"], extra["task"])
+    if mapped.get("system"):
+        record["system"] = mapped["system"]
+    return [record]
+
+
 def from_alpaca(row: Row) -> list[dict]:
     """instruction / input (optional: some files omit it) / output; `answer` and `task` kept when present."""
-    return [_record(
-        _field(row, ("instruction",)), _field(row, ("input",), required=False), _field(row, ("output",)),
-        _optional(row, "answer"), _optional(row, "task"),
-    )]
+    return from_simple(row, "alpaca")
 
 
 def from_dolly(row: Row) -> list[dict]:
     """Databricks Dolly: instruction / context (optional) / response."""
-    return [_record(_field(row, ("instruction",)), _field(row, ("context",), required=False),
-                    _field(row, ("response",)))]
+    return from_simple(row, "dolly")
 
 
 def from_qa(row: Row) -> list[dict]:
     """question (or q) / answer (or a); an optional `context` becomes the input."""
-    return [_record(
-        _field(row, ("question", "q")), _field(row, ("context",), required=False), _field(row, ("answer", "a")),
-    )]
+    return from_simple(row, "qa")
 
 
 # Role names seen in ShareGPT exports and chat datasets, mapped to the three roles a record knows.
@@ -239,22 +306,68 @@ def normaliser(fmt: str, merge_conversations: bool = False) -> Callable[[Row], l
     raise UserError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
 
 
-def resolve_format(rows: list[Row], fmt: str) -> str:
-    """`fmt` checked, with `auto` replaced by the format detected from the first row."""
+def resolve_format(rows: list[Row], fmt: str, columns: ColumnMap | None = None) -> str:
+    """`fmt` checked, with `auto` replaced by the format detected from the first row (alpaca when the column
+    map names both `instruction` and `output` and the row's own keys fit no format)."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
     if fmt == "auto" and rows:
+        if columns is not None and {"instruction", "output"} <= set(columns.templates):
+            try:
+                return detect_format(rows[0])
+            except UserError:
+                return "alpaca"
         return detect_format(rows[0])
     return fmt
 
 
-def normalise_rows(rows: list[Row], fmt: str, merge_conversations: bool = False) -> list[dict]:
-    """All records of `rows` in format `fmt` (`auto`: detected from the first row)."""
-    fmt = resolve_format(rows, fmt)
+def _check_map_covers(rows: list[Row], columns: ColumnMap) -> None:
+    """A column named only inside `[[...]]` blocks is optional per row, but a name no row has is a typo."""
+    wanted = {name for t in columns.templates.values() for name in t.fields}
+    missing = set(wanted)
+    for row in rows:
+        if isinstance(row.data, dict):
+            for name in list(missing):
+                try:
+                    lookup_path(row.data, name)
+                    missing.discard(name)
+                except MissingField:
+                    pass
+        if not missing:
+            return
+    name = sorted(missing)[0]
+    field = next(f for f, t in columns.templates.items() if name in t.fields)
+    raise UserError(f"source {columns.source!r}: {rows[0].location}: columns.{field} = "
+                    f"{columns.templates[field].source!r} asks for column '{name}', which no row has (columns present: "
+                    f"{', '.join(columns_of(rows[0].data)) or 'none'})")
+
+
+def normalise_rows(rows: list[Row], fmt: str, merge_conversations: bool = False,
+                   columns: ColumnMap | None = None) -> list[dict]:
+    """All records of `rows` in format `fmt` (`auto`: detected from the first row), with `columns` applied."""
+    fmt = resolve_format(rows, fmt, columns)
     if not rows:
         return []
-    convert = normaliser(fmt, merge_conversations)
     if fmt != "dialogue" and isinstance(rows[0].data, str):
         raise UserError(f"{rows[0].location}: format '{fmt}' needs records with fields, but this source gives lines "
                         "of text (use format 'dialogue', or a json/jsonl/csv/parquet file)")
-    return [record for row in rows for record in convert(row)]
+    if columns is None:
+        convert = normaliser(fmt, merge_conversations)
+        return [record for row in rows for record in convert(row)]
+    _check_map_covers(rows, columns)
+    if fmt in SIMPLE_FORMATS:
+        reads = columns.reads
+        return [record for row in rows for record in from_simple(row, fmt, columns.values(row), reads)]
+    if set(columns.templates) - {"system"}:
+        raise UserError(f"source {columns.source!r}: format {fmt!r} makes several records per row, so its column map "
+                        f"may set only `system` (it sets {', '.join(sorted(columns.templates))}); use format "
+                        "alpaca, dolly or qa to map instruction / input / output")
+    convert = normaliser(fmt, merge_conversations)
+    records = []
+    for row in rows:
+        system = columns.values(row).get("system")
+        for record in convert(row):
+            if system:
+                record["system"] = system
+            records.append(record)
+    return records

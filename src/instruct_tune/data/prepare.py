@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from instruct_tune.data.cleaning import DROP_REASONS, Deduplicator, clean_record, drop_reason
 from instruct_tune.errors import UserError
-from instruct_tune.data.formats import normalise_rows, resolve_format
+from instruct_tune.data.formats import ColumnMap, normalise_rows, resolve_format
 from instruct_tune.params import DataParams, SourceParams
 from instruct_tune.data.sources import classify, read_rows, read_url
 
 RECORD_FIELDS = ("id", "source", "instruction", "input", "output", "answer", "task")
+OPTIONAL_FIELDS = ("system",)  # written only when a record has one (a column map's `system`)
 _PROGRESS_MIN = 5000  # show a progress bar for sources with at least this many records
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 SYNTH_SOURCE = "synth"  # how the `synthesize` stage's records are called in records and metrics
@@ -85,18 +86,36 @@ def load_all(source: SourceParams, merge_conversations: bool = False,
         rows, digest = read_url(source.uri, limits.max_download_mb, limits.download_timeout_s, source.sha256)
     else:
         rows = read_rows(source.uri, source.split, source.count, source.seed)
-    fmt = "alpaca" if classify(source.uri)[0] == "builtin" else resolve_format(rows, source.format)
     name = source_name(source)
+    columns = ColumnMap.parse(name, source.columns)
+    fmt = "alpaca" if classify(source.uri)[0] == "builtin" else resolve_format(rows, source.format, columns)
     records = []
-    for record in tqdm(normalise_rows(rows, fmt, merge_conversations), desc=f"clean {name}", unit="rec",
+    for record in tqdm(normalise_rows(rows, fmt, merge_conversations, columns), desc=f"clean {name}", unit="rec",
                        disable=len(rows) < _PROGRESS_MIN, leave=False):
         record = clean_record(record, max_chars)
         record["source"] = name
-        records.append({field: record[field] for field in RECORD_FIELDS})
+        records.append({field: record[field] for field in RECORD_FIELDS}
+                       | {field: record[field] for field in OPTIONAL_FIELDS if record.get(field)})
+    if columns is not None:
+        check_mapped_fields(records, source, rows)
     facts = {"uri": source.uri, "format": fmt, "rows": len(rows), "available": len(records)}
     if digest is not None:  # in metrics/prepare.json: a changed remote file shows in `dvc metrics diff`
         facts["sha256"] = digest
     return records, facts
+
+
+def check_mapped_fields(records: list[dict[str, Any]], source: SourceParams, rows: list[Any]) -> None:
+    """A column map that leaves `instruction` or `output` empty in every record is a mistake, not 0 records."""
+    from instruct_tune.text_template import columns_of
+
+    if not records:
+        return
+    for field in ("instruction", "output"):
+        if field in (source.columns or {}) and not any(r[field].strip() for r in records):
+            raise UserError(
+                f"source {source_name(source)!r}: columns.{field} = {source.columns[field]!r} leaves `{field}` empty "
+                f"in all {len(records)} records (after cleaning; columns of {rows[0].location}: "
+                f"{', '.join(columns_of(rows[0].data)) or 'none'})")
 
 
 def sample(records: list[dict[str, Any]], count: int | None, seed: int, name: str) -> list[dict[str, Any]]:

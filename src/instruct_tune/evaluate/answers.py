@@ -1,5 +1,9 @@
 """Scores of the generated answers, the `evaluate` stage's: strict verification, the lenient match, repetition,
-and the paired tuned - base comparison that `metrics/evaluate.json` reports.
+ROUGE-L against the reference, and the paired tuned - base comparisons that `metrics/evaluate.json` reports.
+
+ROUGE-L F1 is Google's `rouge-score` (the package behind HF `evaluate` and most papers' numbers) over our own
+Unicode-aware tokens (`tasks.matching.normalise_tokens`), without stemming: its default tokenizer keeps only ASCII
+letters and digits, which would score "Título" as "t tulo" and any CJK answer as empty.
 
 Reads generation rows (`data/generations/{base,tuned}.jsonl`) and nothing of the model: a change to a verification
 rule, a task family or a metric reruns this stage only, never generation.
@@ -7,6 +11,7 @@ rule, a task family or a metric reruns this stage only, never generation.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,8 +22,29 @@ from instruct_tune.params import EvaluateParams
 from instruct_tune.tasks.matching import lenient_match, normalise_tokens
 from instruct_tune.tasks.verify import strict_match
 
-HEADLINE_KEYS = ("strict_accuracy", "lenient_accuracy", "repetition_rate")
-VERIFICATION_FIELDS = ("id", "strict", "lenient", "repetitive")
+HEADLINE_KEYS = ("strict_accuracy", "lenient_accuracy", "rouge_l", "repetition_rate")
+VERIFICATION_FIELDS = ("id", "strict", "lenient", "rouge_l", "repetitive")
+
+
+class _Tokens:
+    """rouge-score's tokenizer interface over `normalise_tokens`."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return normalise_tokens(text)
+
+
+@functools.cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], tokenizer=_Tokens())
+
+
+def rouge_l(reference: str, response: str) -> float | None:
+    """ROUGE-L F1 of `response` against `reference` (longest common token subsequence); None without a reference."""
+    if not reference.strip():
+        return None
+    return round(_rouge_scorer().score(reference, response)["rougeL"].fmeasure, 4)
 
 
 def read_generation_rows(path: Path) -> list[dict[str, Any]]:
@@ -59,6 +85,7 @@ def verification(rows: list[dict[str, Any]], params: EvaluateParams) -> list[dic
             "id": row["id"],
             "strict": is_strictly_correct(row) if graded else None,
             "lenient": lenient_match(row["answer"], row["response"]) if graded else None,
+            "rouge_l": rouge_l(row.get("reference") or "", row["response"]),
             "repetitive": is_repetitive(row["response"], params.repetition_ngram, params.repetition_min_repeats),
         })
     return out
@@ -68,10 +95,15 @@ def _rate(hits: int, n: int) -> float | None:
     return round(hits / n, 4) if n else None
 
 
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
 def answer_metrics(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> dict[str, Any]:
     """One model's scores: empty and repetition rates over all rows; strict and lenient accuracy over the rows
-    whose `answer` is a non-empty string, overall and by `task`."""
+    whose `answer` is a non-empty string, overall and by `task`; mean ROUGE-L over the rows with a reference."""
     n = len(rows)
+    overlap = [c["rouge_l"] for c in checks if c["rouge_l"] is not None]
     graded = [(row, check) for row, check in zip(rows, checks) if check["strict"] is not None]
     by_task: dict[str, list[tuple[bool, bool]]] = {}
     for row, check in graded:
@@ -83,6 +115,8 @@ def answer_metrics(rows: list[dict[str, Any]], checks: list[dict[str, Any]]) -> 
         "n_with_answer": len(graded),
         "strict_accuracy": _rate(sum(c["strict"] for _, c in graded), len(graded)),
         "lenient_accuracy": _rate(sum(c["lenient"] for _, c in graded), len(graded)),
+        "n_with_reference": len(overlap),
+        "rouge_l": _mean(overlap),
         "by_task": {
             task: {"n": len(h), "strict_accuracy": _rate(sum(s for s, _ in h), len(h)),
                    "lenient_accuracy": _rate(sum(le for _, le in h), len(h))}
@@ -108,9 +142,15 @@ def compare_models(rows_by_model: dict[str, list[dict[str, Any]]], checks_by_mod
                              params.bootstrap_samples, params.seed)
     only_tuned = sum(t and not b for t, b in zip(tuned_ok, base_ok))
     only_base = sum(b and not t for t, b in zip(tuned_ok, base_ok))
+    # ROUGE-L is paired over every record with a reference, answer or not: the measure for open-ended data.
+    overlap = [(t["rouge_l"], base[t["id"]]["rouge_l"]) for t in checks_by_model["tuned"]
+               if t["id"] in base and t["rouge_l"] is not None]
+    rouge = paired_difference([t for t, _ in overlap], [b for _, b in overlap], params.bootstrap_samples, params.seed)
     headline.update({
         "n": len(both),
         "strict_accuracy_diff": diff["diff"], "diff_ci_low": diff["ci_low"], "diff_ci_high": diff["ci_high"],
         "mcnemar_p": mcnemar_exact_p(only_tuned, only_base), "only_tuned": only_tuned, "only_base": only_base,
+        "n_rouge": len(overlap), "rouge_l_diff": rouge["diff"], "rouge_l_diff_ci_low": rouge["ci_low"],
+        "rouge_l_diff_ci_high": rouge["ci_high"],
     })
     return headline, details

@@ -16,7 +16,8 @@ plus `correct` (true/false) when the record has a reference answer. Two protocol
   two verdicts agree is `position_consistency`.
 
 Both: untrusted text sits between delimiters that no data can reproduce (`neutralise`); invalid replies
-are retried once at temperature 0, then counted as errors and left out of rates; every finished
+are retried once at temperature 0, then counted as errors and left out of rates (and asked again by the next run;
+more than 10% of failed requests fail the stage: llm/cache.check_failures); every finished
 judgment is cached (data/judge_cache/) under a hash of everything that decides it (the exact messages,
 the schema or forced skeleton, the judge's identity and every judge param that can change a verdict), so an
 unchanged rerun makes zero judge calls and an edited prompt can never reuse an old verdict.
@@ -50,6 +51,7 @@ from instruct_tune.io import iter_records, read_records, write_json, write_jsonl
 from instruct_tune.llm import client as llm_client
 from instruct_tune.llm.backends import Backend, JudgmentFailed, make_backend
 from instruct_tune.llm.cache import JudgeCache, RunStats, answer_all
+from instruct_tune.llm.cache import check_failures as cache_failures
 from instruct_tune.llm.client import ReplyError, RetryPolicy
 from instruct_tune.llm.prompt_text import neutralise
 from instruct_tune.params import JudgeParams
@@ -165,9 +167,9 @@ def reply_parser(request: Request) -> Callable[[str], dict[str, Any]]:
 
 def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats) -> dict[str, Any]:
     """One judgment. A generated reply that does not validate gets one retry at temperature 0, told what
-    was wrong; then it is an error. Verdicts, invalid replies and failures that would repeat (a prompt
-    longer than the local judge's context) are cached; a transport or server failure never is, so the
-    next run asks again."""
+    was wrong; then it is an error. Verdicts, invalid replies (asked again by the next run) and failures that
+    would repeat (a prompt longer than the local judge's context) are cached; a transport or server failure
+    never is, so the next run asks again."""
     if request.kind == "choices":
         stats.add_calls(1)
         try:
@@ -307,6 +309,18 @@ def combine_pairwise(pair: Pair, entries: list[dict[str, Any]], names: tuple[str
         "consistent": len({v["outcome"] for v in verdicts}) == 1 if len(verdicts) == 2 else None,
         "scores": {names[0]: mean(own), names[1]: mean(other)}, "error": None,
     }
+
+
+def failed_requests(judgments: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """How many requests of the judgments ended without a grade or verdict, and each one's error text."""
+    slots = [s for j in judgments for s in (j["grades"].values() if "grades" in j else j["verdicts"])]
+    return len(slots), [s["error"] or "no verdict" for s in slots if s.get("grade", s.get("verdict")) is None]
+
+
+def check_failures(judgments: list[dict[str, Any]], cache_dir: Path) -> None:
+    """Fail the stage when more than llm.cache.MAX_ERROR_SHARE of the judge's requests failed (see there)."""
+    total, errors = failed_requests(judgments)
+    cache_failures(len(errors), total, errors, "judge requests", Path(cache_dir) / "judgments.jsonl")
 
 
 # ---------------------------------------------------------------- entry points

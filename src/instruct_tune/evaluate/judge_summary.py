@@ -63,6 +63,41 @@ def validity(judgments: list[dict[str, Any]], mode: str, samples: int = 2000, se
             "picked_verified": _r(sum(picked) / len(picked)) if picked else None, "n_one_verified": len(one)}
 
 
+def _response(judgment: dict[str, Any], name: str) -> str:
+    if "grades" in judgment:
+        return judgment["grades"][name]["response"]
+    return judgment["responses"][name]
+
+
+LENGTH_CLOSE = 0.2  # pairs whose lengths differ by less than 20% of the longer one: a rough length-controlled view
+
+
+def length_preference(judgments: list[dict[str, Any]], names: tuple[str, str], samples: int,
+                      seed: int) -> dict[str, Any]:
+    """The judge's preference for longer answers, LLM judges' best-known bias (alpaca_eval reports it for every
+    evaluator): among decided pairs whose responses differ in length (characters), the share won by the longer one,
+    with a seeded bootstrap interval; and the same among pairs whose lengths differ by less than 20%."""
+    def share(rows: list[bool]) -> dict[str, Any]:
+        if not rows:
+            return {"n": 0, "longer_won": None, "ci_low": None, "ci_high": None}
+        low, high = bootstrap_ci([float(x) for x in rows], samples, seed)
+        return {"n": len(rows), "longer_won": _r(sum(rows) / len(rows)), "ci_low": _r(low), "ci_high": _r(high)}
+
+    every, close = [], []
+    for j in judgments:
+        if j["outcome"] not in ("win", "loss"):
+            continue
+        lengths = [len(_response(j, n)) for n in names]
+        if lengths[0] == lengths[1]:
+            continue
+        winner = 0 if j["outcome"] == "win" else 1
+        longer_won = lengths[winner] > lengths[1 - winner]
+        every.append(longer_won)
+        if abs(lengths[0] - lengths[1]) < LENGTH_CLOSE * max(lengths):
+            close.append(longer_won)
+    return {"all": share(every), "close_lengths": share(close)}
+
+
 def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: JudgeParams, judge_model: str,
               scoring: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """metrics/judge.json (headline numbers only) and the breakdown written beside it."""
@@ -90,6 +125,8 @@ def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: J
     }
     if params.mode == "pairwise":
         headline["picked_verified"] = valid["picked_verified"]
+    lengths = length_preference(judgments, names, params.bootstrap_samples, params.seed)
+    headline["longer_won"] = lengths["all"]["longer_won"]
     details = {
         "judge_model": judge_model, "judge_backend": params.backend, "mode": params.mode, "scoring": scoring,
         "pov": names[0], "n_judged": n, "validity": valid,
@@ -97,6 +134,7 @@ def aggregate(judgments: list[dict[str, Any]], names: tuple[str, str], params: J
                       for m in names},
         "best_worst": {m: _best_worst(judged, m) for m in names},
         "by_task": _by_task(judgments, names),
+        "length_preference": lengths,
     }
     return headline, details
 

@@ -3,7 +3,11 @@
 The key lives only in the environment variable that `judge.api_key_env` names (or `synth.generator.api_key_env`,
 `synth.auditor.api_key_env`: `section` names the params section in messages). It is sent only over https or
 to a loopback server (127.0.0.0/8, ::1, localhost), unless `allow_insecure_http` opts in to plain http to
-another host. No message built here ever contains the key, or a value that looks like one.
+another host. A loopback server is reached directly, never through a proxy from HTTP_PROXY / HTTPS_PROXY /
+ALL_PROXY (which would receive the key in clear, or forward it elsewhere); to a remote https server a proxy only
+tunnels the encrypted connection (CONNECT). A base_url may hold neither credentials (`user:pw@`) nor a query
+string or fragment (`?api_key=...`): both would land in params.yaml, dvc.lock and the judge's identity. No message
+built here ever contains the key, or a value that looks like one.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import re
 import sys
 import urllib.parse
+import urllib.request
 
 from instruct_tune.errors import UserError
 
@@ -68,6 +73,11 @@ def check_endpoint(base_url: str, allow_insecure_http: bool, section: str = "jud
         raise UserError(f"params.yaml: {section}.base_url must not contain credentials (user:password@); put the "
                         f"key in the environment variable named by {section}.api_key_env, and revoke the one in the "
                         f"URL")
+    if "?" in base_url or "#" in base_url:  # even an empty `?` or `#`: nothing belongs there
+        # `?api_key=sk-...`: as exposed as user:password@, and sent to every proxy and log on the way. Not echoed.
+        raise UserError(f"params.yaml: {section}.base_url must not contain a query string or fragment (?... or #...); "
+                        f"put the key in the environment variable named by {section}.api_key_env, and revoke any "
+                        f"key that was in the URL")
     if parts.scheme == "https" or is_loopback(host):
         return
     if not allow_insecure_http:
@@ -76,8 +86,19 @@ def check_endpoint(base_url: str, allow_insecure_http: bool, section: str = "jud
             f"loopback address: the API key would cross the network unencrypted. Use https, a server on localhost, "
             f"or set {section}.allow_insecure_http: true if the network between you and {host} is trusted"
         )
-    print(f"{section}: warning: sending the API key over plain http to {host} ({section}.allow_insecure_http is true)",
-          file=sys.stderr)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get("http") or proxies.get("all")
+    via = ""
+    if proxy and not urllib.request.proxy_bypass(host):
+        via = f", through the proxy {display_url(proxy if '://' in proxy else 'http://' + proxy)}, which sees it too"
+    print(f"{section}: warning: sending the API key over plain http to {host}{via} ({section}.allow_insecure_http "
+          f"is true)", file=sys.stderr)
+
+
+def uses_env_proxies(base_url: str) -> bool:
+    """Whether the HTTP client may take proxies (and .netrc) from the environment for `base_url`: never for a
+    loopback server, which is reached directly so that no proxy sees its requests and their key."""
+    return not is_loopback(urllib.parse.urlsplit(base_url).hostname or "")
 
 
 def looks_like_key(value: str) -> bool:

@@ -10,7 +10,8 @@ Failures are sorted into three kinds:
 - `JudgmentFailed(cacheable=True)`: this one request is impossible and would fail again the same way
   (the prompt overflows the local judge's context): recorded as an error and cached.
 - `JudgmentFailed(cacheable=False)`: a server's answer that is not a verdict (5xx, rate limit, a 4xx for
-  every response format): recorded as an error, never cached, so the next run asks again.
+  every response format, a reply over its byte cap, a 200 that is not a chat completion): recorded as an error,
+  never cached, so the next run asks again.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import copy
 import json
 import os
 import threading
+import time
 from typing import Any, Protocol
 
 from instruct_tune.llm.api_keys import DUMMY_API_KEY  # noqa: F401 (re-exported: callers import it from here)
-from instruct_tune.llm.api_keys import check_endpoint, check_env_name, display_url, redact, resolve_api_key
+from instruct_tune.llm.api_keys import (
+    check_endpoint, check_env_name, display_url, redact, resolve_api_key, uses_env_proxies,
+)
 from instruct_tune.errors import UserError, clip
+from instruct_tune.llm.json_text import BadJSON, loads
 from instruct_tune.params import JudgeBackend
 
 
@@ -292,13 +297,59 @@ def strict_schema(schema: Any) -> Any:
     return schema
 
 
+REPLY_FLOOR_BYTES = 64 * 1024  # the smallest cap on a reply's body: the JSON around the text, a short error page
+
+
+def reply_cap(max_tokens: int) -> int:
+    """The most bytes of a reply's body read for a request of `max_tokens` (hard-coded, not a param): 64 bytes a
+    token covers any tokenizer's longest token written as JSON escapes, with 64 KiB for the envelope."""
+    return max(REPLY_FLOOR_BYTES, 64 * max_tokens)
+
+
+class _Deadline(Exception):
+    """The call ran past its deadline."""
+
+
+class _TooLarge(Exception):
+    """The reply's body ran past its cap."""
+
+
+def _content(body: bytes, section: str) -> str:
+    """The completion's text in a 200 reply's body; anything else is a JudgmentFailed naming what is wrong."""
+    try:
+        data = loads(body)
+    except BadJSON as exc:
+        shown = clip(body[:200].decode("utf-8", "replace"), 120)
+        raise JudgmentFailed(f"{section} server's reply is not a chat completion ({exc}): {shown}",
+                             cacheable=False) from None
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list) or not choices:
+        raise JudgmentFailed(f"{section} server returned no choices", cacheable=False)
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    if not isinstance(message, dict):
+        raise JudgmentFailed(f"{section} server's reply has no message in its first choice", cacheable=False)
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise JudgmentFailed(f"{section} server's reply content is not text (got {type(content).__name__})",
+                             cacheable=False)
+    return content or ""
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat-completions server, through the `openai` package.
 
     Output is constrained as far as the server allows, trying in turn: `json_schema` (OpenAI, vLLM,
     Ollama), `json_object` with a `schema` (llama-cpp-python's server), plain `json_object`, and no
-    constraint. A 400/422 steps down; the first format that works is remembered for later calls.
+    constraint. A 400/422 steps down, for that request only: every request starts at `json_schema`, so its
+    answer (and the cache entry under its key) never depends on what another request met earlier in the run.
+
+    Every call is bounded: it ends by its deadline (`timeout_s` x (1 + `max_retries`) + `GRACE_S`, connect and
+    every read together, however slowly the server drips), and at most `reply_cap(max_tokens)` bytes of the
+    body are read (streamed, stopped at the cap). A 200 whose body is not a chat completion (HTML, `[]`, a choice
+    without a message, a content that is not text) is a JudgmentFailed that names it.
     """
+
+    GRACE_S = 0.5  # past the client's own timeouts, so a silent server still ends as the client's APITimeoutError
 
     def __init__(self, params: BackendSettings, schema: dict[str, Any], section: str = "judge") -> None:
         import openai
@@ -308,16 +359,24 @@ class OpenAIBackend:
         check_endpoint(params.base_url, params.allow_insecure_http, section)
         self.params = params
         self.section = section
-        self.model_id = f"openai:{params.model}@{params.base_url}"
+        # The identity written to the cache, the breakdown and REPORT.md: the URL without credentials, query or
+        # fragment (check_endpoint refuses those; display_url drops them should one ever get past it).
+        self.model_id = f"openai:{params.model}@{display_url(params.base_url)}"
         self.max_workers = max(1, params.concurrency)
         self._url = display_url(params.base_url)
         # The key is read from the environment and handed to the client only: never stored or logged, and
         # removed from any server message we repeat (a hostile or careless server may echo it).
         api_key = resolve_api_key(params.api_key_env, params.base_url, section)
         self._redact = lambda text: redact(text, api_key)
+        # A loopback server is reached directly: trust_env=False ignores HTTP(S)_PROXY / ALL_PROXY (and .netrc),
+        # so no proxy ever sees the key. Elsewhere (https only, unless allow_insecure_http) the environment's proxy
+        # tunnels the TLS connection without seeing what is inside.
+        http_client = openai.DefaultHttpxClient(trust_env=uses_env_proxies(params.base_url), timeout=params.timeout_s)
         self.client = openai.OpenAI(
-            base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries
+            base_url=params.base_url, api_key=api_key, timeout=params.timeout_s, max_retries=params.max_retries,
+            http_client=http_client,
         )
+        self.deadline_s = params.timeout_s * (1 + params.max_retries) + self.GRACE_S
         self.formats: list[dict[str, Any] | None] = [
             {"type": "json_schema",
              "json_schema": {"name": "judgment", "schema": strict_schema(schema), "strict": True}},
@@ -325,22 +384,67 @@ class OpenAIBackend:
             {"type": "json_object"},
             None,
         ]
-        self._level = 0
-        self._lock = threading.Lock()
+
+    def _read(self, request: dict[str, Any], cap: int, deadline: float) -> bytes:
+        """The reply's body, streamed: stopped past `cap` bytes or past the deadline (checked at every chunk)."""
+        chunks: list[bytes] = []
+        size = 0
+        # identity: a compressed body could expand far past the cap within one chunk
+        with self.client.chat.completions.with_streaming_response.create(
+                **request, extra_headers={"Accept-Encoding": "identity"}) as response:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > cap:
+                    raise _TooLarge(size)
+                if time.monotonic() > deadline:
+                    raise _Deadline()
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _bounded(self, request: dict[str, Any], cap: int, deadline: float) -> bytes:
+        """`_read` in a worker thread, waited for until the deadline: a server that drips its headers, or stalls
+        between bytes, cannot hold the call past it (the abandoned reader stops at its next chunk or timeout)."""
+        result: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                result["body"] = self._read(request, cap, deadline)
+            except BaseException as exc:  # handed to the caller's thread, raised there
+                result["error"] = exc
+            finally:
+                done.set()
+
+        threading.Thread(target=work, daemon=True, name=f"{self.section}-call").start()
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise _Deadline()
+        if "error" in result:
+            raise result["error"]
+        return result["body"]
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str:
         import openai
 
-        with self._lock:
-            start = self._level
+        started = time.monotonic()
+        deadline = started + self.deadline_s
+        cap = reply_cap(max_tokens)
         last = ""
-        for level in range(start, len(self.formats)):
+        for level in range(len(self.formats)):
             extra = {} if self.formats[level] is None else {"response_format": self.formats[level]}
+            request = dict(model=self.params.model, messages=messages, temperature=temperature,
+                           max_tokens=max_tokens, seed=self.params.seed, **extra)
             try:
-                reply = self.client.chat.completions.create(
-                    model=self.params.model, messages=messages, temperature=temperature, max_tokens=max_tokens,
-                    seed=self.params.seed, **extra,
-                )
+                body = self._bounded(request, cap, deadline)
+            except _Deadline:
+                raise BackendUnavailable(
+                    f"{self.section} server {self._url} did not finish its reply within {self.deadline_s:g}s "
+                    f"(timeout {self.params.timeout_s:g}s, {self.params.max_retries} retries, for the whole call: "
+                    f"connect and every read; stopped after {time.monotonic() - started:.1f}s)"
+                ) from None
+            except _TooLarge as exc:
+                raise JudgmentFailed(
+                    f"{self.section} server's reply is larger than {cap} bytes for max_tokens={max_tokens} "
+                    f"(stopped reading at {exc.args[0]} bytes)", cacheable=False) from None
             except openai.APIStatusError as exc:
                 # A 400/422 most likely means the response format; llama-cpp-python's server answers a
                 # format it does not know with a 500 that names `response_format`.
@@ -361,12 +465,10 @@ class OpenAIBackend:
                     f"{self.section} server {self._url} unreachable ({type(exc).__name__}: {self._redact(str(exc))}; "
                     f"timeout {self.params.timeout_s:g}s, {self.params.max_retries} retries)"
                 ) from None
-            if level != start:
-                with self._lock:
-                    self._level = max(self._level, level)
-            if not reply.choices:
-                raise JudgmentFailed(f"{self.section} server returned no choices", cacheable=False)
-            return self._redact(reply.choices[0].message.content or "")  # never store an echoed key
+            try:
+                return self._redact(_content(body, self.section))  # never store an echoed key
+            except JudgmentFailed as exc:
+                raise JudgmentFailed(self._redact(str(exc)), exc.cacheable) from None
         raise JudgmentFailed(f"{self.section} server rejected every response format (last: {last})", cacheable=False)
 
     def close(self) -> None:

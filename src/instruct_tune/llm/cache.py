@@ -11,6 +11,7 @@ records each answer as it arrives, and on any interruption still records every a
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from tqdm import tqdm
 
-from instruct_tune.errors import UserError
+from instruct_tune.errors import UserError, clip
 from instruct_tune.io import append_jsonl, read_jsonl_tolerant
 from instruct_tune.llm.backends import Backend, BackendUnavailable
 
@@ -81,6 +82,29 @@ def run_parallel(todo: list[T], workers: int, ask: Callable[[T], dict[str, Any]]
     pool.shutdown(wait=True)
 
 
+def asked_again(entry: dict[str, Any]) -> bool:
+    """Whether a cached entry is asked again: an invalid reply after its retries (an error with the replies that
+    failed validation: a flaky server or a sampled reply may do better next time). It stays in the file as written
+    (the record of what the model said), but it is never a permanent answer. A failure cached without any reply
+    (a prompt longer than a local model's context) would fail the same way, so it stays."""
+    return bool(entry.get("error")) and bool(entry.get("raw"))
+
+
+MAX_ERROR_SHARE = 0.1  # a judge or synthesize step with more failed requests than this share fails the stage
+
+
+def check_failures(failed: int, total: int, errors: list[str], noun: str, cache_path: Path) -> None:
+    """Fail the stage (a UserError: exit code 2) when more than MAX_ERROR_SHARE of `total` requests ended in an
+    error: the message counts them and gives the most common error texts (of `errors`). Every success is already
+    in the cache, and no failure is a permanent answer there (`asked_again`), so the rerun asks only for those."""
+    if not total or failed <= MAX_ERROR_SHARE * total:
+        return
+    common = "; ".join(f"{n}x {text!r}" for text, n in Counter(clip(e, 200) for e in errors).most_common(3))
+    raise UserError(f"{failed} of {total} {noun} failed ({100 * failed / total:.0f}%, more than the "
+                    f"{100 * MAX_ERROR_SHARE:.0f}% allowed); most common: {common}. The {total - failed} that "
+                    f"succeeded are cached in {cache_path}: rerun to ask only for the failed ones")
+
+
 def answer_all(items: Iterable[K], backend: Backend, cache: JudgeCache, ask: Callable[[K, RunStats], dict[str, Any]], *,
                desc: str, noun: str, model_field: str, progress: bool = True,
                on_hit: Callable[[K, dict[str, Any]], dict[str, Any]] = lambda item, hit: hit,
@@ -95,7 +119,7 @@ def answer_all(items: Iterable[K], backend: Backend, cache: JudgeCache, ask: Cal
     todo: dict[str, K] = {}
     for item in items:
         hit = cache.get(item.key)
-        if hit is None:
+        if hit is None or asked_again(hit):
             todo.setdefault(item.key, item)
         else:
             stats.cache_hits += 1

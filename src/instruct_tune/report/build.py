@@ -16,11 +16,11 @@ from typing import Any
 
 from instruct_tune import errors
 from instruct_tune.io import read_json, read_jsonl
-from instruct_tune.report.markdown import code_span, inert
+from instruct_tune.report.markdown import code_block, code_span, inert
 from instruct_tune.evaluate.rubric import CRITERIA, MAX_TOTAL
 from instruct_tune.tasks.verify import RULES
 
-STAGES = ("synthesize", "prepare", "eda", "split", "train", "generate", "evaluate", "judge")
+STAGES = ("synthesize", "prepare", "eda", "split", "train", "export", "generate", "evaluate", "judge")
 KAPPA_TRUSTED = 0.6  # below this, the judge's verdict is not to be quoted
 
 
@@ -104,6 +104,13 @@ def section_verdict(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
             f"only the tuned model got right, {g['only_base']} only the base). Lenient (answer anywhere in the "
             f"response): {pct(g['base']['lenient_accuracy'])} → {pct(g['tuned']['lenient_accuracy'])}."
         )
+    if g.get("n_rouge"):
+        lines.append(
+            f"- **ROUGE-L F1 against the reference** ({g['n_rouge']} test records): base "
+            f"{fmt(g['base'].get('rouge_l'))} → tuned {fmt(g['tuned'].get('rouge_l'))}, a difference of "
+            f"{fmt(g['rouge_l_diff'])} (95% paired bootstrap interval {fmt(g['rouge_l_diff_ci_low'])} to "
+            f"{fmt(g['rouge_l_diff_ci_high'])}): word overlap, which rewards the reference's wording, not correctness."
+        )
     if j.get("n_pairs"):
         details = b.get("judge", {})
         lines.append(
@@ -137,6 +144,12 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
                 f"({valid.get('n_one_verified')} pairs) "
                 f"it picks that one in {pct(j.get('picked_verified'))}; ROC AUC of its factual-correctness score "
                 f"{fmt(j.get('auc_factual'))}. Position consistency {pct(j.get('position_consistency'))}.")
+    lengths = details.get("length_preference", {})
+    every, close = lengths.get("all") or {}, lengths.get("close_lengths") or {}
+    if every.get("n"):
+        text += (f" Length bias: of {every['n']} decided pairs whose answers differ in length, the longer answer won "
+                 f"{pct(every['longer_won'])} (95% CI {pct(every['ci_low'])}–{pct(every['ci_high'])}); among the "
+                 f"{close.get('n', 0)} whose lengths differ by under 20%, {pct(close.get('longer_won'))}.")
     if kappa is None or kappa < KAPPA_TRUSTED:
         text += (f" Kappa is below {KAPPA_TRUSTED} (or not measurable): **do not quote this judge's verdict**; "
                  "quote the verified accuracy.")
@@ -236,7 +249,47 @@ def section_train(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Pa
     ]
     rows = [[label, t[k]] for k, label in keys if k in t]
     return ["## 2. Fine-tuning", table(["", "value"], rows), "",
-            image(plots / "train" / "loss.png", out_dir, "loss curves")]
+            image(plots / "train" / "loss.png", out_dir, "loss curves"), "", *section_sees(b)]
+
+
+def section_sees(b: dict[str, Any]) -> list[str]:
+    """One training example exactly as the trainer saw it (metrics/breakdown/train.json `example`)."""
+    ex = b.get("train", {}).get("example")
+    if not ex or "text" not in ex:
+        return []
+    trimmed = (f"; its prompt was trimmed from {ex['tokens_before_trim']} tokens to fit `train.max_length`"
+               if "tokens_before_trim" in ex else "")
+    return ["### What the model sees",
+            f"One training example ({inert(ex['settings'])}), as the trainer tokenised it: the text between `[[` "
+            f"and `]]` carries the loss, the rest is context. {ex['tokens']} tokens, {ex['loss_tokens']} of them "
+            f"carry loss{trimmed}. `instruct-tune-preview` shows more.", "", code_block(ex["text"])]
+
+
+def section_export(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The `export` stage: the files a person takes home, and how closely the GGUF answers as the trained model."""
+    e, d = m.get("export", {}), b.get("export", {})
+    if not e or e.get("enabled") is False:
+        return []
+    files = d.get("files", {})
+    rows = []
+    for name, figures in e.items():
+        if not isinstance(figures, dict):
+            continue
+        size = files.get(f"model-{name}.gguf")
+        kind = d.get("types", {}).get(name, {})
+        rows.append([f"model-{name}.gguf", f"{size / 1e6:.0f} MB" if size else None,
+                     pct(figures.get("exact_match")), pct(figures.get("token_agreement")),
+                     kind.get("stop_mismatches"), figures.get("n")])
+    tol = d.get("tolerance", {}).get("f16", {})
+    return ["## Take the model home",
+            "`models/export/` holds the merged model (`merged/`, safetensors + tokenizer), the GGUF files below and an "
+            "Ollama `Modelfile` written from the training template: "
+            "`ollama create mymodel -f models/export/Modelfile`, or "
+            "`python -m llama_cpp.server --model models/export/model-f16.gguf`. Each GGUF answered the same seeded "
+            f"test prompts greedily as the trained model did (first {d.get('compare_tokens')} tokens compared); the "
+            f"f16 file must reach {pct(tol.get('min_exact_match'), 0)} identical answers and "
+            f"{pct(tol.get('min_token_agreement'), 0)} token agreement, or the stage fails.", "",
+            table(["file", "size", "identical answers", "token agreement", "stop mismatches", "prompts"], rows)]
 
 
 def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -245,6 +298,7 @@ def section_generate(m: dict[str, Any], b: dict[str, Any]) -> list[str]:
         return []
     keys = [("strict_accuracy", "verified accuracy (strict)"),
             ("lenient_accuracy", "answer anywhere in the response (lenient)"),
+            ("rouge_l", "ROUGE-L F1 against the reference"),
             ("n", "responses"), ("mean_new_tokens", "mean new tokens"), ("empty_rate", "empty responses"),
             ("repetition_rate", "caught in a repetition loop"), ("tokens_per_s", "tokens/s")]
     rows = []
@@ -338,7 +392,7 @@ def build_report(metrics_dir: Path, plots_dir: Path, judgments_path: Path, out_p
              "Generated by the `report` stage from this run's metrics, charts, generations and judgments; "
              "rerun `dvc repro` to refresh it.", ""]
     for section in (section_verdict(m, b), section_synth(m, b, examples), section_data(m, b, plots_dir, out_dir),
-                    section_train(m, b, plots_dir, out_dir),
+                    section_train(m, b, plots_dir, out_dir), section_export(m, b),
                     section_generate(m, b), section_judge(m, b, plots_dir, out_dir),
                     section_examples(judgments, examples),
                     section_rules()):

@@ -1,12 +1,16 @@
 """The `synthesize` stage's documents: every file under `synth.documents` read into text (sorted, hidden files
 skipped): `.txt` and `.md` as text (UTF-8, a byte-order mark tolerated), `.html`/`.htm` as their text content,
 `.json` (a list of objects, or one object) and `.jsonl` (one object a line) with the text in `synth.text_field`;
-any other file is an error naming it."""
+any other file is an error naming it, and so are a symbolic link (to anything, anywhere), a binary file (a NUL byte)
+and a file that is not UTF-8. HTML is read by a linear tokenizer of our own (`html_tokens`), never by a parser
+that can raise or go quadratic on malformed markup."""
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
-from html.parser import HTMLParser
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -26,46 +30,73 @@ class Document:
     text: str
 
 
-class _HTMLText(HTMLParser):
-    """The text content of an HTML page: no head, script or style; block elements end a paragraph."""
+SKIP = frozenset(("head", "script", "style", "noscript", "template", "title"))  # their content is not text
+RAW_TEXT = frozenset(("script", "style"))  # content that is not markup: skipped to the closing tag as it is
+PARAGRAPH = frozenset(("p", "div", "section", "article", "main", "header", "footer", "blockquote", "pre", "table",
+                       "ul", "ol", "dl", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr"))
+LINE = frozenset(("br", "li", "tr", "dt", "dd", "figcaption"))
 
-    SKIP = frozenset(("head", "script", "style", "noscript", "template"))
-    PARAGRAPH = frozenset(("p", "div", "section", "article", "main", "header", "footer", "blockquote", "pre", "table",
-                           "ul", "ol", "dl", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr"))
-    LINE = frozenset(("br", "li", "tr", "dt", "dd", "figcaption"))
+# Where markup may start: a comment, CDATA, a declaration or processing instruction (`<!...>`, `<?...>`, `<![...]>`),
+# or a tag (`<` or `</` and a letter). A `<` before anything else is text.
+_MARKUP = re.compile(r"<(?:!--|!\[CDATA\[|[!?]|/?[A-Za-z])")
+_TAG = re.compile(r"</?([A-Za-z][^\s/<>]{0,63})[^<>]*>?")  # a tag ends at `>`, or before the next `<`
+_ANGLE = re.compile(r"[<>]")
+_SKIP_TO = {"<!--": "-->", "<![CDATA[": "]]>"}
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        self._break(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        self._break(tag)
-
-    def _break(self, tag: str) -> None:
-        if tag in self.PARAGRAPH:
-            self.parts.append("\n\n")
-        elif tag in self.LINE:
-            self.parts.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.parts.append(data.replace("\n", " "))
+def html_tokens(html: str) -> list[tuple[str, str]]:
+    """The page as ("text", data) and ("tag", name or "/name") tokens, comments, declarations and the content of
+    <script> and <style> dropped. One pass: every step starts where the last one ended and scans only up to where
+    it ends (str.find and anchored patterns without backtracking), so the work is linear in the page and
+    malformed markup (an unclosed tag, comment or `<![`) cannot raise: it runs to the next `<` or the end."""
+    tokens: list[tuple[str, str]] = []
+    pos, n = 0, len(html)
+    while pos < n:
+        found = _MARKUP.search(html, pos)
+        start = found.start() if found else n
+        if start > pos:
+            tokens.append(("text", html[pos:start]))
+        if not found:
+            break
+        opener = found.group()
+        if opener in _SKIP_TO:  # a comment or CDATA: to its closer, or the end
+            close = html.find(_SKIP_TO[opener], found.end())
+            pos = n if close < 0 else close + len(_SKIP_TO[opener])
+            continue
+        if opener in ("<!", "<?"):  # a declaration or processing instruction: to `>`, or before the next `<`
+            end = _ANGLE.search(html, found.end())
+            pos = n if end is None else end.end() if end.group() == ">" else end.start()
+            continue
+        tag = _TAG.match(html, start)
+        assert tag is not None  # _MARKUP found `<` or `</` and a letter, which _TAG always matches
+        name = tag.group(1).lower()
+        closing = html.startswith("</", start)
+        tokens.append(("tag", "/" + name if closing else name))
+        pos = tag.end()
+        if name in RAW_TEXT and not closing:  # to the closing tag, or the end
+            close = re.compile(rf"</{name}\b", re.IGNORECASE).search(html, pos)
+            pos = n if close is None else close.start()
+    return tokens
 
 
 def html_to_text(html: str) -> str:
-    """The readable text of an HTML document, one paragraph per block element."""
-    parser = _HTMLText()
-    parser.feed(html)
-    parser.close()
-    return normalise_whitespace("".join(parser.parts))
+    """The readable text of an HTML document, one paragraph per block element: no head, title, script, style,
+    noscript or template content; entities decoded (`html.unescape`)."""
+    parts: list[str] = []
+    skipping = 0
+    for kind, value in html_tokens(html):
+        if kind == "text":
+            if not skipping:
+                parts.append(unescape(value).replace("\n", " "))
+            continue
+        name = value.lstrip("/")
+        if name in SKIP:
+            skipping = max(0, skipping + (-1 if value.startswith("/") else 1))
+        if name in PARAGRAPH:
+            parts.append("\n\n")
+        elif name in LINE:
+            parts.append("\n")
+    return normalise_whitespace("".join(parts))
 
 
 def _read_text(path: Path, name: str) -> str:
@@ -131,8 +162,13 @@ def read_documents(folder: Path, text_field: str) -> tuple[list[Document], int]:
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "not found"
         raise UserError(f"params.yaml: synth.documents: {folder}: {what}")
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    visible = [p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    links = sorted(p for p in visible if p.is_symlink())
+    if links:  # a link could bring in any file of the machine (~/.ssh/id_rsa.txt) as a "document" sent to an LLM
+        raise UserError(f"{links[0]}: a symbolic link in the documents folder (to {os.readlink(links[0])}); "
+                        f"synth reads only regular files: copy the document in, or remove the link "
+                        f"({len(links)} link(s) in all)")
+    files = sorted(p for p in visible if p.is_file())
     if not files:
         raise UserError(f"{folder}: no documents in the folder named by synth.documents "
                         f"(expected {', '.join(DOCUMENT_TYPES)} files)")

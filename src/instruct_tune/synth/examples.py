@@ -172,7 +172,7 @@ def check_example(item: dict[str, Any] | None, planned: str, passage: str, langu
 # ---------------------------------------------------------------- the auditor
 
 
-AUDIT_SYSTEM = PROMPTS["audit_system"]  # {language}: synth.language; {passage}: the passage, neutralised
+AUDIT_SYSTEM = PROMPTS["audit_system"]  # {language}: synth.language
 AUDIT_QUESTION = PROMPTS["audit_question"]
 
 
@@ -187,13 +187,14 @@ def audit_schema() -> dict[str, Any]:
 
 
 def audit_messages(passage: Passage, example: dict[str, str], language: str) -> list[dict[str, str]]:
-    """The passage in the system turn (every example of a passage shares it: a local model computes it once),
-    the example in the user turn."""
-    system = AUDIT_SYSTEM.replace("{language}", language).replace("{passage}", neutralise(passage.text))
-    shown = (f"<<<EXAMPLE>>>\n### Instruction\n{neutralise(example['instruction'])}\n\n"
+    """The rules in the system turn (the same for every example: a local model computes it once), the passage and
+    the example in the user turn: document text is never in a system turn, and both are neutralised."""
+    shown = (f"<<<PASSAGE>>>\n{neutralise(passage.text)}\n<<<END PASSAGE>>>\n\n"
+             f"<<<EXAMPLE>>>\n### Instruction\n{neutralise(example['instruction'])}\n\n"
              f"### Input\n{neutralise(example['input']) or '(empty)'}\n\n"
              f"### Output\n{neutralise(example['output'])}\n<<<END EXAMPLE>>>")
-    return [{"role": "system", "content": system}, {"role": "user", "content": f"{shown}\n\n{AUDIT_QUESTION}"}]
+    return [{"role": "system", "content": AUDIT_SYSTEM.replace("{language}", language)},
+            {"role": "user", "content": f"{shown}\n\n{AUDIT_QUESTION}"}]
 
 
 def parse_audit(text: str) -> dict[str, str]:

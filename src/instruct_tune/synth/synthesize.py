@@ -54,6 +54,7 @@ from instruct_tune.llm import client as llm_client
 from instruct_tune.llm.api_keys import check_endpoint
 from instruct_tune.llm.backends import make_backend
 from instruct_tune.llm.cache import JudgeCache, RunStats, answer_all
+from instruct_tune.llm.cache import check_failures as cache_failures
 from instruct_tune.llm.client import RetryPolicy, ask_json
 from instruct_tune.params import SynthLLMParams, SynthParams
 from instruct_tune.synth.documents import read_documents
@@ -287,6 +288,17 @@ def synthesize(params: SynthParams, cache_dir: Path, progress: bool = True) -> S
     }
     return SynthResult(records, rows, metrics, breakdown, gen_stats.judge_calls + aud_stats.judge_calls,
                        gen_stats.cache_hits + aud_stats.cache_hits, time.monotonic() - started)
+
+
+def check_failures(result: SynthResult, cache_dir: Path) -> None:
+    """Fail the stage when more than llm.cache.MAX_ERROR_SHARE of its calls failed (generator replies that never
+    parsed, audits that failed; see there): every success is cached, and the rerun asks only for the failures."""
+    m = result.metrics
+    audits = [row for row in result.audit if row["by"] == "audit"]
+    failed_audits = [row["note"] for row in audits if row["verdict"] == "audit_failed"]
+    errors = [f["error"] for f in result.breakdown.get("generation_failures", [])] + failed_audits
+    cache_failures(m["generation_failures"] + len(failed_audits), m["passages"] + len(audits), errors,
+                   "synthesize calls", Path(cache_dir) / "judgments.jsonl")
 
 
 def write_outputs(result: SynthResult, data_dir: Path, metrics_path: Path, breakdown_path: Path) -> None:
