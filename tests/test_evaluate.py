@@ -94,3 +94,4 @@ def test_rouge_l_is_paired_over_records_with_a_reference():
     assert headline["rouge_l_diff_ci_low"] <= headline["rouge_l_diff"] <= headline["rouge_l_diff_ci_high"]
     assert headline["tuned"]["rouge_l"] == round(2.5 / 3, 4) and details["base"]["n_with_reference"] == 3
     assert headline["n"] == 0 and headline["strict_accuracy_diff"] is None  # no exact answers: no accuracy
+    assert headline["mcnemar_p"] is None  # and no test: not p = 1 over zero pairs

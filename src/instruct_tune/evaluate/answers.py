@@ -149,7 +149,9 @@ def compare_models(rows_by_model: dict[str, list[dict[str, Any]]], checks_by_mod
     headline.update({
         "n": len(both),
         "strict_accuracy_diff": diff["diff"], "diff_ci_low": diff["ci_low"], "diff_ci_high": diff["ci_high"],
-        "mcnemar_p": mcnemar_exact_p(only_tuned, only_base), "only_tuned": only_tuned, "only_base": only_base,
+        # no record with an exact answer: no test to report (McNemar on zero pairs would say p = 1)
+        "mcnemar_p": mcnemar_exact_p(only_tuned, only_base) if both else None,
+        "only_tuned": only_tuned, "only_base": only_base,
         "n_rouge": len(overlap), "rouge_l_diff": rouge["diff"], "rouge_l_diff_ci_low": rouge["ci_low"],
         "rouge_l_diff_ci_high": rouge["ci_high"],
     })
