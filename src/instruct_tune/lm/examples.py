@@ -71,14 +71,20 @@ def read_split(path: Path) -> list[dict[str, Any]]:
     return read_records(path, required=("instruction", "output"), optional=("input", "system"))
 
 
+def training_text(record: dict[str, Any], tokenizer: Any, train: TrainParams,
+                  chat_template: str | None = None) -> tuple[str, str]:
+    """The prompt and the response text the trainer encodes for `record` (the preview shows the same)."""
+    prompt = format_prompt(record, train, tokenizer, chat_template)  # train: a custom template, system prompt
+    return prompt, plain_text(record["output"], tokenizer)  # markers in the response stay text (special_tokens.py)
+
+
 def build_examples(
     records: list[dict[str, Any]], tokenizer: Any, train: TrainParams, chat_template: str | None = None
 ) -> tuple[list[dict[str, list[int]]], Counter]:
     """Encode every record; return the examples and the count of dropped records per reason."""
     examples, dropped = [], Counter()
     for record in records:
-        prompt = format_prompt(record, train, tokenizer, chat_template)  # train: a custom template, system prompt
-        response = plain_text(record["output"], tokenizer)  # markers in it stay text (special_tokens.py)
+        prompt, response = training_text(record, tokenizer, train, chat_template)
         example, reason = encode_example(prompt, response, tokenizer, train.max_length, train.loss_on,
                                          train.overlong)
         if example is None:

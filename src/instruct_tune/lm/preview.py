@@ -1,6 +1,6 @@
 """See what is trained: `instruct-tune-preview` renders training examples exactly as the trainer sees them.
 
-Each record goes through the trainer's own code (`examples.encode_example` on `templates.format_prompt` under the
+Each record goes through the trainer's own code (`examples.training_text` and `examples.encode_example`, under the
 `train` params: template, custom prompt template, system prompt, `max_length`, `overlong`, `loss_on`) and is shown
 as text with the tokens that carry loss marked: `[[...]]` around them in plain output, green on a terminal. Below
 each: its token counts (prompt, loss-bearing, total). At the end: how many records of the file the length limit
@@ -20,8 +20,7 @@ from collections import Counter
 from typing import Any
 
 from instruct_tune.errors import UserError
-from instruct_tune.lm.templates import format_prompt
-from instruct_tune.lm.examples import IGNORE_INDEX, encode_example, read_split
+from instruct_tune.lm.examples import IGNORE_INDEX, encode_example, read_split, training_text
 from instruct_tune.params import PARAMS_FILE, TrainParams, load_params
 
 DEFAULT_RECORDS = "data/split/train.jsonl"  # the train stage's input
@@ -54,13 +53,12 @@ def preview_record(record: dict[str, Any], tokenizer: Any, train: TrainParams, c
                    marks: tuple[str, str] = PLAIN) -> dict[str, Any]:
     """One record as the trainer sees it: `text` (marked), token counts, and whether the length limit trimmed
     or dropped it (`status`: kept | trimmed | dropped: <reason>)."""
-    prompt = format_prompt(record, train, tokenizer, chat_template)
-    example, reason = encode_example(prompt, record["output"], tokenizer, train.max_length, train.loss_on,
-                                     train.overlong)
+    prompt, response = training_text(record, tokenizer, train, chat_template)
+    example, reason = encode_example(prompt, response, tokenizer, train.max_length, train.loss_on, train.overlong)
     out: dict[str, Any] = {"id": record.get("id"), "status": f"dropped: {reason}" if example is None else "kept"}
     if example is None:
         return out
-    full, _ = encode_example(prompt, record["output"], tokenizer, sys.maxsize, train.loss_on, train.overlong)
+    full, _ = encode_example(prompt, response, tokenizer, sys.maxsize, train.loss_on, train.overlong)
     if full is not None and len(full["input_ids"]) > len(example["input_ids"]):
         out["status"] = "trimmed"
         out["tokens_before_trim"] = len(full["input_ids"])
