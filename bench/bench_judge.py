@@ -26,19 +26,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from instruct_tune.evaluate import judge as J
-from instruct_tune.evaluate.answers import read_generation_rows, verification
+from instruct_tune.evaluate.answers import strict_by_id
 from instruct_tune.params import BUNDLED_MODEL, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(label: str, gens: Path, params, cache: Path) -> dict:
-    checks = [{c["id"]: c["strict"] for c in verification(read_generation_rows(gens / f"{name}.jsonl"),
-                                                           load_params().evaluate)} for name in ("tuned", "base")]
+    evaluate = load_params().evaluate
+    verified = (strict_by_id(gens / "tuned.jsonl", evaluate), strict_by_id(gens / "base.jsonl", evaluate))
     start = time.perf_counter()
     judgments, metrics, details, stats = J.judge_generations(gens / "tuned.jsonl", gens / "base.jsonl",
                                                              ("tuned", "base"), params, cache, progress=False,
-                                                             verified=(checks[0], checks[1]))
+                                                             verified=verified)
     seconds = time.perf_counter() - start
     calls = stats.judge_calls
     grades = 2 * len(judgments)  # each pair grades two responses, in either mode

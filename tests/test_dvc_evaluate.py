@@ -6,7 +6,6 @@ and skip `generate`, whose outputs (model inference, minutes on a CPU in the rea
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-REPO = Path(__file__).resolve().parents[1]
+from test_dvc import REPO, _run
+
 pytest.importorskip("dvc")
 
 TEST_RECORDS = [
@@ -26,14 +26,8 @@ TEST_RECORDS = [
 ]
 
 
-def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(root / "src"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org", "OMP_NUM_THREADS": "1"}
-
-
-def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(args), cwd=root, env=_env(root), capture_output=True, text=True, timeout=300)
+def _ok(root: Path, *args: str) -> subprocess.CompletedProcess:
+    done = _run(root, *args)
     assert done.returncode == 0, f"{args}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
     return done
 
@@ -65,18 +59,18 @@ def test_a_verify_rule_edit_reruns_evaluate_and_not_generate(tmp_path: Path, tin
     (root / "data" / "split").mkdir(parents=True)
     (root / "data" / "split" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TEST_RECORDS))
     shutil.copytree(tiny_llama_dir, root / "models" / "tuned")
-    _run(root, "git", "init", "-q")
-    _run(root, sys.executable, "-m", "dvc", "init", "-q")
-    first = _run(root, sys.executable, "-m", "dvc", "repro")
+    _ok(root, "git", "init", "-q")
+    _ok(root, sys.executable, "-m", "dvc", "init", "-q")
+    first = _ok(root, sys.executable, "-m", "dvc", "repro")
     assert _ran(first.stdout) == {"generate": True, "evaluate": True}, first.stdout
     generations = {p.name: p.read_bytes() for p in (root / "data" / "generations").iterdir()}
-    _run(root, "git", "add", "-A")
-    _run(root, "git", "commit", "-qm", "first run")
+    _ok(root, "git", "add", "-A")
+    _ok(root, "git", "commit", "-qm", "first run")
 
     # A rule edit: the arithmetic family now reads answers with the comparison family's rule.
     verify = root / "src" / "instruct_tune" / "tasks" / "verify.py"
     verify.write_text(verify.read_text() + '\n_FAMILY_RULES["arithmetic"] = _FAMILY_RULES["comparison"]\n')
-    second = _run(root, sys.executable, "-m", "dvc", "repro")
+    second = _ok(root, sys.executable, "-m", "dvc", "repro")
     print(second.stdout)
     assert _ran(second.stdout) == {"generate": False, "evaluate": True}, second.stdout
     assert {p.name: p.read_bytes() for p in (root / "data" / "generations").iterdir()} == generations

@@ -43,7 +43,7 @@ from instruct_tune.evaluate import judge as J
 from instruct_tune.evaluate import judge_prompts as JP
 from instruct_tune.evaluate import judge_replies as JR
 from instruct_tune.evaluate import judge_summary as JS
-from instruct_tune.evaluate.answers import read_generation_rows, verification
+from instruct_tune.evaluate.answers import read_generation_rows, strict_by_id, verification
 from instruct_tune.errors import UserError
 from instruct_tune.io import read_json, read_jsonl, write_jsonl
 from instruct_tune.llm.backends import JudgmentFailed
@@ -261,8 +261,7 @@ class FakeChooser(FakeJudge):
 
 def verified_of(gens: tuple[Path, Path]) -> tuple[dict[str, bool | None], dict[str, bool | None]]:
     """Each generation file's strict verification, as the evaluate stage writes it for the judge."""
-    found = [{c["id"]: c["strict"] for c in verification(read_generation_rows(p), EvaluateParams())} for p in gens]
-    return found[0], found[1]
+    return strict_by_id(gens[0], EvaluateParams()), strict_by_id(gens[1], EvaluateParams())
 
 
 def write_verification(gens_dir: Path, out_dir: Path) -> None:

@@ -23,7 +23,6 @@ from instruct_tune.tasks.matching import lenient_match, normalise_tokens
 from instruct_tune.tasks.verify import strict_match
 
 HEADLINE_KEYS = ("strict_accuracy", "lenient_accuracy", "rouge_l", "repetition_rate")
-VERIFICATION_FIELDS = ("id", "strict", "lenient", "rouge_l", "repetitive")
 
 
 class _Tokens:
@@ -89,6 +88,12 @@ def verification(rows: list[dict[str, Any]], params: EvaluateParams) -> list[dic
             "repetitive": is_repetitive(row["response"], params.repetition_ngram, params.repetition_min_repeats),
         })
     return out
+
+
+def strict_by_id(path: Path, params: EvaluateParams) -> dict[str, bool | None]:
+    """One generation file's strict verification by record id: what the judge's validity is measured against (the
+    evaluate stage writes it to data/verification/; head_to_head and the judge benchmark compute it on the spot)."""
+    return {c["id"]: c["strict"] for c in verification(read_generation_rows(path), params)}
 
 
 def _rate(hits: int, n: int) -> float | None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from instruct_tune.errors import UserError
-from instruct_tune.evaluate.answers import read_generation_rows, verification
+from instruct_tune.evaluate.answers import strict_by_id
 from instruct_tune.evaluate.judge import DEFAULT_CACHE, judge_generations, write_outputs
 from instruct_tune.params import PARAMS_FILE, load_params
 
@@ -33,10 +33,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError(f"--names: expected two comma-separated names, got {args.names!r}")
     names = (parts[0], parts[1])
     params = load_params(args.params)
-    checks = [{c["id"]: c["strict"] for c in verification(read_generation_rows(path), params.evaluate)}
-              for path in (args.a, args.b)]
+    verified = (strict_by_id(args.a, params.evaluate), strict_by_id(args.b, params.evaluate))
     judgments, metrics, details, stats = judge_generations(args.a, args.b, names, params.judge, args.cache,
-                                                           verified=(checks[0], checks[1]))
+                                                           verified=verified)
     write_outputs(judgments, metrics, details, names, args.out / "judgments.jsonl", args.out / "judge.json",
                   args.out / "judge_breakdown.json", args.out / "plots")
     print(f"judge: {metrics['n_pairs']} pairs, {names[0]} win rate {metrics['win_rate']}, "
