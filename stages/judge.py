@@ -24,13 +24,15 @@ def main(argv: list[str] | None = None) -> None:
         paths.generations / "tuned.jsonl", paths.generations / "base.jsonl", NAMES, params, paths.cache,
         verified=verified,
     )
-    check_failures(judgments, paths.cache)  # too many failed requests: exit 2, every success cached
+    check_failures(judgments, paths.cache, details)  # too many failed requests: exit 2, every success cached
     write_outputs(judgments, metrics, details, NAMES, paths.out, paths.metrics, paths.breakdown, paths.plots)
     # Calls depend on the cache, not on the inputs: printed, kept out of the metrics.
     print(
         f"judge ({metrics['mode']}): {metrics['n_pairs']} pairs, win rate {metrics['win_rate']} "
         f"[{metrics['win_rate_ci_low']}, {metrics['win_rate_ci_high']}], kappa vs verified {metrics['kappa']}, "
-        f"errors {metrics['errors']}; judge_calls={stats.judge_calls} cache_hits={stats.cache_hits}"
+        f"controls judged right {metrics['control_right']} (AUC {metrics['control_auc']}, "
+        f"{metrics['n_controls']} records), errors {metrics['errors']}; "
+        f"judge_calls={stats.judge_calls} cache_hits={stats.cache_hits}"
     )
 
 

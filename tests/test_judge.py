@@ -23,6 +23,8 @@ case.
 
 from __future__ import annotations
 
+import dataclasses
+
 import importlib.util
 import json
 import os
@@ -166,7 +168,12 @@ def choices_by_reference(messages: list[dict[str, str]], steps: list[tuple[str, 
     """A good judge through the forced skeletons. First prompt: copies the response's first sentence (always in
     the response) as its final answer, adherence 4, clarity 3 (factual 2 when there is no reference, so no
     second prompt). Second prompt: same_answer true (p 0.9) and factual 5 if the proposed answer states the
-    reference, else true p 0.2 and 1."""
+    reference, else true p 0.2 and 1. The whole-response prompt (a record without an exact answer): the same
+    decision and factual score on the response itself, adherence 4, clarity 3."""
+    if messages[0]["content"] == JP.WHOLE_SYSTEM:
+        response, reference = pointwise_view(messages)
+        ok = states_reference(response, reference)
+        return [TRUE if ok else FALSE, dist(5 if ok else 1), dist(ADHERENCE), dist(CLARITY)]
     if is_extract(messages):
         response, _ = pointwise_view(messages)
         with_reference = any(isinstance(spec, int) for _, spec in steps)
@@ -273,9 +280,11 @@ def write_verification(gens_dir: Path, out_dir: Path) -> None:
 
 
 def run(tmp_path: Path, backend: FakeJudge, params: JudgeParams | None = None,
-        gens: tuple[Path, Path] | None = None, names: tuple[str, str] = NAMES) -> tuple[Any, ...]:
+        gens: tuple[Path, Path] | None = None, names: tuple[str, str] = NAMES, controls: int = 0) -> tuple[Any, ...]:
+    """The judge on two generation files; no controls unless asked (they add calls the call counts would see)."""
     gens = gens or write_gens(tmp_path / "gens")
-    return J.judge_generations(gens[0], gens[1], names, params or JudgeParams(), tmp_path / "cache",
+    params = dataclasses.replace(params or JudgeParams(), controls=controls)
+    return J.judge_generations(gens[0], gens[1], names, params, tmp_path / "cache",
                                backend=backend, progress=False, verified=verified_of(gens))
 
 
@@ -1101,7 +1110,7 @@ def test_another_judge_makes_new_calls(tmp_path: Path) -> None:
 
 
 def test_request_key_covers_what_decides_a_judgment() -> None:
-    pair = J.Pair("q1", "What is 7 times 8?", "", "56", ("It is 56.", "It is 54."))
+    pair = J.Pair("q1", "What is 7 times 8?", "", "56", ("It is 56.", "It is 54."), answer="56")
     p = JudgeParams()
     schema = J.pointwise_schema(True)
 
@@ -1133,13 +1142,19 @@ def test_request_key_covers_what_decides_a_judgment() -> None:
     assert key(JudgeParams(n_ctx=2048), scoring="choices") != choices
     assert key(JudgeParams(use_reference=False), scoring="choices") != choices
     # the first choices prompt never shows the reference: only the second prompt's template keys it
-    other_ref = J.Pair("q1", "What is 7 times 8?", "", "57", pair.responses)
+    other_ref = J.Pair("q1", "What is 7 times 8?", "", "57", pair.responses, answer="56")
     r56, r57 = (J.pointwise_request(x, "It is 56.", p, "choices") for x in (pair, other_ref))
     assert r56.messages == r57.messages and r56.steps == r57.steps and r56.compare != r57.compare
     assert key(of=other_ref, scoring="choices") != choices
+    # a record without an exact answer is graded whole, in one prompt that shows the reference: it keys the grade
+    free = [J.Pair("q1", "Give a word that rhymes with 'cat'.", "", ref, pair.responses) for ref in ("hat", "bat")]
+    whole = [J.pointwise_request(x, "It is 56.", p, "choices") for x in free]
+    assert {r.kind for r in whole} == {"whole"} and whole[0].compare is None and whole[0].steps == JP.WHOLE_STEPS
+    assert len({key(of=x, scoring="choices") for x in free} | {choices}) == 3
+    assert key(of=free[0], scoring="choices", params=JudgeParams(temperature=0.5)) == key(of=free[0], scoring="choices")
     # the record's short answer: shown only in the second prompt, so it keys choices and not a written grade
     short = [J.Pair("q1", "What is 7 times 8?", "", "56", pair.responses, answer=a) for a in ("56", "fifty-six")]
-    assert len({key(of=x, scoring="choices") for x in (pair, *short)}) == 3
+    assert len({key(of=x, scoring="choices") for x in short}) == 2
     assert {key(of=x) for x in short} == {base}
     server = JudgeParams(backend="openai")
     assert key(server) == key(JudgeParams(backend="openai", n_ctx=2048)) != base
@@ -1312,7 +1327,9 @@ def test_swapping_the_models_mirrors_every_outcome(tmp_path: Path) -> None:
                                                      backend=swapped_fake, progress=False,
                                                      verified=verified_of((base, tuned)))
     # every response's prompt is the same whichever side it is on: all served from the cache
-    assert swapped_fake.calls == [] and stats.cache_hits == N_REQUESTS
+    # the controls (on by default) too: they depend on the records, not on which model is on which side
+    assert swapped_fake.calls == [] and stats.judge_calls == 0 and stats.cache_hits > N_REQUESTS
+    assert f_head["n_controls"] == len(mixed) and b_head["control_right"] == f_head["control_right"] == 1.0
     mirror = {"win": "loss", "loss": "win", "tie": "tie"}
     assert [j["outcome"] for j in backward] == [mirror[j["outcome"]] for j in forward]
     assert [j["winner"] for j in backward] == [j["winner"] for j in forward]
@@ -1647,7 +1664,8 @@ def test_pairwise_consistent_judge(tmp_path: Path) -> None:
     assert set(headline) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                              "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                              "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                             "auc_factual", "mode", "picked_verified", "longer_won"}
+                             "auc_factual", "mode", "picked_verified", "longer_won", *J.judge_controls.HEADLINE}
+    assert headline["n_controls"] == 0 and headline["control_right"] is None  # controls are pointwise grades
     assert headline["picked_verified"] == 1.0 and headline["auc_factual"] == 1.0 and headline["kappa"] is None
     assert details["validity"]["n_one_verified"] == 4 and details["validity"]["n"] == 8
     assert headline["mode"] == "pairwise" and headline["total_diff"] == 12.0
@@ -1747,7 +1765,10 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     stage = load_stage()
     stage.main(stage_command("judge")[2:])  # the paths dvc.yaml gives it
     out = capsys.readouterr().out
-    assert "judge (pointwise): 4 pairs, win rate 1.0" in out and "judge_calls=16 cache_hits=0" in out  # 2 per response
+    # 2 calls per response (16), and the controls' (4 records: own and neighbour reference, less prompts already
+    # asked for a response equal to its reference)
+    assert "judge (pointwise): 4 pairs, win rate 1.0" in out and "judge_calls=28 cache_hits=0" in out
+    assert "controls judged right 1.0 (AUC 1.0, 4 records)" in out
     outputs = ["data/judgments.jsonl", "metrics/judge.json", "metrics/breakdown/judge.json",
                *(f"plots/judge/{n}" for n in ("totals.csv", "criteria.csv", "outcomes.csv", "totals.png",
                                                "criteria.png", "outcomes.png"))]
@@ -1756,7 +1777,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     assert set(metrics) == {"tuned", "base", "win", "loss", "tie", "errors", "n_pairs", "win_rate", "win_rate_ci_low",
                             "win_rate_ci_high", "total_diff", "total_diff_ci_low", "total_diff_ci_high",
                             "position_consistency", "kappa", "kappa_ci_low", "kappa_ci_high", "agreement",
-                            "auc_factual", "mode", "longer_won"}
+                            "auc_factual", "mode", "longer_won", *J.judge_controls.HEADLINE}
     assert metrics["win"] == 4 and metrics["kappa"] == 1.0 and metrics["mode"] == "pointwise"
     breakdown = read_json(tmp_path / "metrics/breakdown/judge.json")
     assert breakdown["judge_model"] == "fake:judge" and breakdown["scoring"] == "choices"
@@ -1765,7 +1786,7 @@ def test_stage_writes_deterministic_outputs_and_reruns_with_zero_calls(
     assert len(read_jsonl(tmp_path / "data/judgments.jsonl")) == 4
     assert (tmp_path / "plots/judge/totals.csv").read_text().startswith("total,tuned,base\n")
     stage.main(stage_command("judge")[2:])
-    assert "judge_calls=0 cache_hits=8" in capsys.readouterr().out
+    assert "judge_calls=0 cache_hits=14" in capsys.readouterr().out
     assert made[1].calls == []
     assert {p: (tmp_path / p).read_bytes() for p in outputs} == first  # byte-identical, PNGs included
 
@@ -1776,7 +1797,7 @@ def test_cli_judges_two_tuned_models_against_each_other(tmp_path: Path, monkeypa
     monkeypatch.setattr(J, "make_backend", lambda params, schema: FakeChooser())
     head_to_head.main(["--a", str(full), "--b", str(small), "--names", "full,small", "--out", str(tmp_path / "out"),
             "--params", str(ROOT / "params.yaml"), "--cache", str(tmp_path / "cache")])
-    assert "judge: 4 pairs, full win rate 1.0, judge_calls=16, cache_hits=0" in capsys.readouterr().out
+    assert "judge: 4 pairs, full win rate 1.0, judge_calls=28, cache_hits=0" in capsys.readouterr().out  # controls: 12
     metrics = read_json(tmp_path / "out" / "judge.json")
     assert set(metrics) >= {"full", "small"} and metrics["win"] == len(RECORDS)
     assert read_json(tmp_path / "out" / "judge_breakdown.json")["pov"] == "full"

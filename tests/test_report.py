@@ -12,7 +12,11 @@ from instruct_tune.report.build import build_report
 HOSTILE = '<script>alert(1)</script> <img src=x onerror=alert(2)> ![t](http://tracker.example/p.gif) [x](javascript:alert(3))'
 
 
-def fixture(tmp_path: Path, kappa: float | None) -> Path:
+GOOD_CONTROLS = {"n_controls": 10, "control_right": 1.0, "control_right_ci_low": 1.0, "control_right_ci_high": 1.0,
+                 "control_auc": 0.98, "control_auc_ci_low": 0.93, "control_auc_ci_high": 1.0}
+
+
+def fixture(tmp_path: Path, kappa: float | None, controls: dict | None = None) -> Path:
     m = tmp_path / "metrics"
     write_json(m / "prepare.json", {"loaded": 1200, "kept": 1200, "dropped": {"empty": 0}})
     write_json(m / "split.json", {"max_stratum_deviation": 0.0033, "train": 800, "val": 100, "test": 200,
@@ -28,13 +32,14 @@ def fixture(tmp_path: Path, kappa: float | None) -> Path:
                                   "errors": 0, "n_pairs": 60, "win_rate": 0.6667, "win_rate_ci_low": 0.58,
                                   "win_rate_ci_high": 0.75, "total_diff": 2.5, "total_diff_ci_low": 1.5,
                                   "total_diff_ci_high": 3.5, "position_consistency": None, "kappa": kappa,
-                                  "agreement": 0.9, "auc_factual": 0.93, "mode": "pointwise"})
+                                  "agreement": 0.9, "auc_factual": 0.93, "mode": "pointwise", **(controls or {})})
     write_json(m / "breakdown" / "judge.json", {"judge_model": "local:sha256:abc", "mode": "pointwise", "scoring": "choices",
                                                 "validity": {"n": 120, "judge_true_verified_true": 20,
                                                              "judge_true_verified_false": 4, "judge_false_verified_true": 3,
                                                              "judge_false_verified_false": 93},
                                                 "by_task": {"arithmetic": {"n": 3, "base_total": 5.0, "tuned_total": 9.0,
-                                                                           "win": 2, "loss": 0, "tie": 1}}})
+                                                                           "win": 2, "loss": 0, "tie": 1}},
+                                                "controls": {"own_judged_right": 1.0, "neighbour_judged_right": 0.9}})
     by_task = {HOSTILE: {"n": 1, "strict_accuracy": 0.0, "lenient_accuracy": 1.0}}
     write_json(m / "breakdown" / "generate.json", {name: {"n": 200, "by_task": by_task, **model} for name in ("base", "tuned")})
     grade = {"total": 12, "correct": True, "scores": {}}
@@ -64,6 +69,23 @@ def test_a_judge_below_the_trust_threshold_is_flagged(tmp_path: Path) -> None:
         text = build_report(fixture(tmp_path, kappa), tmp_path / "plots", tmp_path / "judgments.jsonl",
                             tmp_path / "REPORT.md", examples=5)
         assert "do not quote this judge's verdict" in text.split("## 1.", 1)[0]
+
+
+def test_controls_stand_beside_kappa_and_alone_where_there_is_no_exact_answer(tmp_path: Path) -> None:
+    def verdict(kappa: float | None, controls: dict | None) -> str:
+        text = build_report(fixture(tmp_path, kappa, controls), tmp_path / "plots", tmp_path / "judgments.jsonl",
+                            tmp_path / "REPORT.md", examples=5)
+        return text.split("## 1.", 1)[0]
+
+    both = verdict(0.81, GOOD_CONTROLS)
+    assert "Cohen's kappa **0.810**" in both and "**Controls** (10 records" in both and "do not quote" not in both
+    assert "judged right 100.0% (95% CI 100.0%–100.0%" in both and "own vs neighbour 0.980 (95% CI 0.930–1.000)" in both
+    assert "neighbour's judged wrong 90.0%" in both
+    alone = verdict(None, GOOD_CONTROLS)  # e.g. Alpaca: no exact answers, so no kappa; the controls pass
+    assert "do not quote" not in alone and "kappa cannot be measured: the controls are this judge's validity" in alone
+    for bad in ({**GOOD_CONTROLS, "control_right": 0.75}, {**GOOD_CONTROLS, "control_auc": 0.6}):
+        for kappa in (0.81, None):  # a judge that misgrades its controls is flagged, whatever its kappa
+            assert "misgrades its controls" in verdict(kappa, bad) and "do not quote" in verdict(kappa, bad)
 
 
 def test_text_from_data_and_models_is_inert(tmp_path: Path) -> None:

@@ -40,11 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from instruct_tune.errors import UserError
+from instruct_tune.evaluate import judge_controls
 from instruct_tune.evaluate import judge_prompts as prompts
-from instruct_tune.evaluate.judge_prompts import (FINAL_ANSWER, choice_steps, compare_messages, pairwise_messages,
-                                                  pairwise_schema, pointwise_messages, pointwise_schema)
-from instruct_tune.evaluate.judge_replies import (grade_from_choices, parse_grade, parse_verdict, read_an_answer,
-                                                  response_of)
+from instruct_tune.evaluate.judge_prompts import (FINAL_ANSWER, WHOLE_STEPS, choice_steps, compare_messages,
+                                                  pairwise_messages, pairwise_schema, pointwise_messages,
+                                                  pointwise_schema, whole_messages)
+from instruct_tune.evaluate.judge_replies import (grade_from_choices, grade_from_whole, parse_grade, parse_verdict,
+                                                  read_an_answer, response_of)
 from instruct_tune.evaluate.judge_summary import aggregate, write_plots
 from instruct_tune.evaluate.rubric import CRITERIA
 from instruct_tune.io import iter_records, read_records, write_json, write_jsonl
@@ -135,7 +137,7 @@ def make_pairs(a_path: Path, b_path: Path, max_pairs: int | None = None, seed: i
 class Request:
     """One call to the judge: how to ask (`kind`), what is sent, and the key that caches its answer."""
 
-    kind: str  # "choices" | "pointwise" (generated grade) | "pairwise"
+    kind: str  # "choices" (copy the answer, then compare) | "whole" | "pointwise" (generated grade) | "pairwise"
     messages: list[dict[str, str]]
     with_reference: bool
     steps: list[tuple[str, Any]] = field(default_factory=list)
@@ -146,11 +148,12 @@ class Request:
 def request_key(request: Request, params: JudgeParams, judge_id: str, schema: dict[str, Any] | None) -> str:
     """Everything that decides a verdict, hashed: change any of it and the cached verdict is not reused. Left out
     of the params: those that cannot apply (a `choices` request is read from probabilities, never sampled)."""
-    skip = ("temperature", "max_tokens", "seed") if request.kind == "choices" else ()
+    forced = request.kind in ("choices", "whole")  # read from probabilities, never sampled
+    skip = ("temperature", "max_tokens", "seed") if forced else ()
     return llm_client.request_key({
         "kind": request.kind,
         "messages": request.messages,
-        "schema": schema if request.kind != "choices" else None,
+        "schema": None if forced else schema,
         "steps": request.steps,
         "compare": [request.compare, prompts.COMPARE_STEPS] if request.compare else None,
         "judge": judge_id,
@@ -170,6 +173,14 @@ def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats
     was wrong; then it is an error. Verdicts, invalid replies (asked again by the next run) and failures that
     would repeat (a prompt longer than the local judge's context) are cached; a transport or server failure
     never is, so the next run asks again."""
+    if request.kind == "whole":
+        stats.add_calls(1)
+        try:
+            first = backend.choose(request.messages, request.steps)  # type: ignore[attr-defined]
+        except JudgmentFailed as exc:
+            return {"raw": [], "verdict": None, "error": str(exc), "cacheable": exc.cacheable}
+        return {"raw": [json.dumps(first, sort_keys=True)], "verdict": grade_from_whole(first), "error": None,
+                "cacheable": True}
     if request.kind == "choices":
         stats.add_calls(1)
         try:
@@ -196,7 +207,9 @@ def regrade(request: Request, entry: dict[str, Any]) -> dict[str, Any]:
     if entry.get("verdict") is None or not entry.get("raw"):
         return entry
     try:
-        if request.kind == "choices":
+        if request.kind == "whole":
+            verdict = grade_from_whole(json.loads(entry["raw"][0]))
+        elif request.kind == "choices":
             first, second = json.loads(entry["raw"][0])
             verdict = grade_from_choices(first, second, request.compare is not None)
         else:
@@ -224,6 +237,11 @@ def pointwise_request(pair: Pair, response: str, params: JudgeParams, scoring: s
     reference = pair.reference if params.use_reference else None
     with_reference = reference is not None
     messages = pointwise_messages(pair.instruction, pair.input, reference, response, scoring)
+    if scoring == "choices" and with_reference and not pair.answer:
+        # No exact answer (free text: a sentence, a rewrite, one of many valid answers): the whole response is
+        # compared with the reference; copying "the final answer" compares the wrong things there.
+        return Request("whole", whole_messages(pair.instruction, pair.input, reference, response), True,
+                       WHOLE_STEPS)
     if scoring == "choices":
         compare = compare_messages(pair.instruction, pair.input, reference, pair.answer) if with_reference else None
         return Request("choices", messages, with_reference, choice_steps(reference), compare)
@@ -249,6 +267,18 @@ def plan(pairs: Sequence[Pair], params: JudgeParams, scoring: str, judge_id: str
         planned.append([Request(r.kind, r.messages, r.with_reference, r.steps, r.compare,
                                 request_key(r, params, judge_id, schema)) for r in reqs])
     return planned
+
+
+def plan_controls(controls: Sequence[judge_controls.Control], params: JudgeParams, scoring: str,
+                  judge_id: str) -> list[Request]:
+    """The controls' requests: each control graded exactly as a model's response to its record would be."""
+    schema = pointwise_schema(True) if scoring == "generate" else None
+    out = []
+    for control in controls:
+        r = pointwise_request(control.pair, control.response, params, scoring)
+        out.append(Request(r.kind, r.messages, r.with_reference, r.steps, r.compare,
+                           request_key(r, params, judge_id, schema)))
+    return out
 
 
 # ---------------------------------------------------------------- combining
@@ -317,9 +347,13 @@ def failed_requests(judgments: list[dict[str, Any]]) -> tuple[int, list[str]]:
     return len(slots), [s["error"] or "no verdict" for s in slots if s.get("grade", s.get("verdict")) is None]
 
 
-def check_failures(judgments: list[dict[str, Any]], cache_dir: Path) -> None:
-    """Fail the stage when more than llm.cache.MAX_ERROR_SHARE of the judge's requests failed (see there)."""
+def check_failures(judgments: list[dict[str, Any]], cache_dir: Path, details: dict[str, Any] | None = None) -> None:
+    """Fail the stage when more than llm.cache.MAX_ERROR_SHARE of the judge's requests (the controls' among
+    them, from `details`) failed (see there)."""
     total, errors = failed_requests(judgments)
+    controls = (details or {}).get("controls", {}).get("rows", [])
+    total += len(controls)
+    errors += ["control: no grade" for row in controls if row["error"]]
     cache_failures(len(errors), total, errors, "judge requests", Path(cache_dir) / "judgments.jsonl")
 
 
@@ -345,7 +379,11 @@ def judge_generations(a_path: Path, b_path: Path, names: tuple[str, str], params
     try:
         scoring = resolve_scoring(params, backend) if params.mode == "pointwise" else "generate"
         planned = plan(pairs, params, scoring, backend.model_id)
+        controls = judge_controls.pick_controls(pairs, params.controls, params.seed) \
+            if params.mode == "pointwise" else []
+        control_requests = plan_controls(controls, params, scoring, backend.model_id)
         requests = {r.key: r for reqs in planned for r in reqs}  # identical prompts are judged once
+        requests.update({r.key: r for r in control_requests})
         results, stats = answer_all(requests.values(), backend, JudgeCache(cache_dir),
                                     lambda req, stats: ask(backend, req, params, stats), desc=f"judge ({params.mode})",
                                     noun="judgments", model_field="judge_model", progress=progress, on_hit=regrade)
@@ -355,6 +393,9 @@ def judge_generations(a_path: Path, b_path: Path, names: tuple[str, str], params
     combine = combine_pointwise if params.mode == "pointwise" else combine_pairwise
     judgments = [combine(p, [results[r.key] for r in reqs], names) for p, reqs in zip(pairs, planned, strict=True)]
     headline, details = aggregate(judgments, names, params, backend.model_id, scoring)
+    control_headline, details["controls"] = judge_controls.summarise(
+        controls, [results[r.key].get("verdict") for r in control_requests], params.bootstrap_samples, params.seed)
+    headline.update(control_headline)
     return judgments, headline, details, stats
 
 

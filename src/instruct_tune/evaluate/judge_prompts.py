@@ -189,3 +189,39 @@ def pairwise_messages(instruction: str, input_text: str, reference: str | None, 
     parts.append(f"<<<RESPONSE B>>>\n{neutralise(response_b)}\n<<<END B>>>")
     parts.append(PAIRWISE_TASK)
     return [{"role": "system", "content": PAIRWISE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+# `choices` scoring of a record without an exact answer: one prompt, the whole response beside the reference.
+# Copying "the final answer" and comparing it with the reference's (above) holds up on short exact answers, but on
+# free text it compared the wrong things: a valid rhyme other than the reference's was wrong, a response identical
+# to the reference was wrong because the copy picked another word of it, a sentence left uncombined was right
+# because its words were the reference's. Measured on hand-labelled base and tuned responses to general-knowledge and
+# Raschka records (tests/fixtures/judge_labels.jsonl; bench/judge_labels.py prints the figures).
+WHOLE_SYSTEM_RULES = _text("whole_system")
+WHOLE_QUESTION = _text("whole_question")
+WHOLE_STEPS: list[tuple[str, Any]] = [('{"correct": ', ["true", "false"]),
+                                      *[(f', "{c}": ', _digits()) for c in CRITERIA]]
+
+
+def _whole_parts(instruction: str, input_text: str, reference: str, response: str) -> list[str]:
+    parts = _record_parts(instruction, input_text, reference)
+    parts.append(f"<<<RESPONSE>>>\n{neutralise(response)}\n<<<END RESPONSE>>>")
+    return parts
+
+
+def _whole_example(e: dict[str, Any]) -> str:
+    scores = ", ".join(f'"{c}": {s}' for c, s in zip(CRITERIA, e["scores"], strict=True))
+    reply = f'Reply: {{"correct": {str(e["correct"]).lower()}, {scores}}}'
+    return "\n\n".join([*_whole_parts(e["instruction"], e["input"], e["reference"], e["response"]), reply])
+
+
+WHOLE_SYSTEM = WHOLE_SYSTEM_RULES + "\n\nExamples:\n\n" + "\n\n---\n\n".join(
+    _whole_example(e) for e in PROMPTS["whole_examples"])
+
+
+def whole_messages(instruction: str, input_text: str, reference: str, response: str) -> list[dict[str, str]]:
+    """Grading one response to a record without an exact answer: the record, its reference and the whole response
+    in one prompt (the rules and worked examples in the system turn, whose KV cache is computed once)."""
+    parts = _whole_parts(instruction, input_text, reference, response)
+    parts.append(WHOLE_QUESTION)
+    return [{"role": "system", "content": WHOLE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]

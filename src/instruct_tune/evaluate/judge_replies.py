@@ -88,6 +88,22 @@ def grade_from_choices(first: list[Any], second: list[Any] | None, with_referenc
             "total": sum(scores.values()), "reason": None, "final_answer": final_answer}
 
 
+# `correct` for a record without an exact answer when the judge's p(correct) exceeds this (the whole-response
+# prompt, judge_prompts.WHOLE_SYSTEM); chosen on the hand-labelled responses of tests/fixtures/judge_labels.jsonl.
+WHOLE_THRESHOLD = 0.5
+
+
+def grade_from_whole(first: list[Any]) -> dict[str, Any]:
+    """A pointwise grade from the whole-response skeleton (`correct`, then the three scores): the most likely
+    value of each field and the probability-weighted means (`expected`)."""
+    dists = dict(zip(CRITERIA, first[1:], strict=True))
+    p_correct = round(first[0]["true"], 4)
+    scores = {c: int(max(dists[c], key=lambda k: (dists[c][k], -int(k)))) for c in CRITERIA}
+    expected = {c: round(sum(int(k) * p for k, p in dists[c].items()), 4) for c in CRITERIA}
+    return {"correct": first[0]["true"] > WHOLE_THRESHOLD, "p_correct": p_correct, "scores": scores,
+            "expected": expected, "total": sum(scores.values()), "reason": None, "final_answer": None}
+
+
 def parse_verdict(text: str) -> dict[str, Any]:
     """Validate a pairwise reply; return it normalised (`total` recomputed from the criteria)."""
     data = json_object(text)

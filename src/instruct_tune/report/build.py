@@ -17,6 +17,7 @@ from typing import Any
 from instruct_tune import errors
 from instruct_tune.io import read_json, read_jsonl
 from instruct_tune.report.markdown import code_block, code_span, inert
+from instruct_tune.evaluate import judge_controls
 from instruct_tune.evaluate.rubric import CRITERIA, MAX_TOTAL
 from instruct_tune.tasks.verify import RULES
 
@@ -150,10 +151,35 @@ def judge_trust(j: dict[str, Any], details: dict[str, Any]) -> str:
         text += (f" Length bias: of {every['n']} decided pairs whose answers differ in length, the longer answer won "
                  f"{pct(every['longer_won'])} (95% CI {pct(every['ci_low'])}–{pct(every['ci_high'])}); among the "
                  f"{close.get('n', 0)} whose lengths differ by under 20%, {pct(close.get('longer_won'))}.")
-    if kappa is None or kappa < KAPPA_TRUSTED:
-        text += (f" Kappa is below {KAPPA_TRUSTED} (or not measurable): **do not quote this judge's verdict**; "
-                 "quote the verified accuracy.")
+    text += " " + controls_text(j, details.get("controls", {}))
+    controls_ok = judge_controls.trusted(j)
+    if controls_ok is False:
+        text += (f" The judge misgrades its controls (below {judge_controls.CONTROL_TRUSTED}): it does not tell a "
+                 "record's own reference from another record's, so **do not quote this judge's verdict** on this data.")
+    elif kappa is not None and kappa < KAPPA_TRUSTED:
+        text += (f" Kappa is below {KAPPA_TRUSTED}: **do not quote this judge's verdict**; quote the verified "
+                 "accuracy.")
+    elif kappa is None and controls_ok is None:
+        text += (" No record has an exact answer and there are no controls: nothing measures this judge on this data, "
+                 "so **do not quote this judge's verdict**.")
+    elif kappa is None:
+        text += (" No record here has an exact answer, so kappa cannot be measured: the controls are this judge's "
+                 "validity on this data (README, \"Is the judge fit for this data?\", gives its agreement with "
+                 "hand labels on open-ended answers).")
     return text
+
+
+def controls_text(j: dict[str, Any], controls: dict[str, Any]) -> str:
+    """The controls' figures: own and a neighbour's reference offered as responses, graded by the same judge."""
+    if not j.get("n_controls"):
+        return "No controls were graded (judge.controls: 0, or pairwise mode)."
+    return (f"**Controls** ({j['n_controls']} records, each graded with its own reference and with another record's "
+            f"as the response): judged right {pct(j.get('control_right'))} (95% CI {pct(j.get('control_right_ci_low'))}"
+            f"–{pct(j.get('control_right_ci_high'))}; own reference judged correct "
+            f"{pct(controls.get('own_judged_right'))}, neighbour's judged wrong "
+            f"{pct(controls.get('neighbour_judged_right'))}), ROC AUC of the total own vs neighbour "
+            f"{fmt(j.get('control_auc'))} (95% CI {fmt(j.get('control_auc_ci_low'))}–"
+            f"{fmt(j.get('control_auc_ci_high'))}).")
 
 
 def section_data(m: dict[str, Any], b: dict[str, Any], plots: Path, out_dir: Path) -> list[str]:
