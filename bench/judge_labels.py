@@ -69,13 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument("--design", choices=("current", "copy"), default="current")
+    parser.add_argument("--controls", type=int, default=20, help="records of the fixture to grade controls for")
     parser.add_argument("--cache", type=Path, default=None, help="judge cache (default: a fresh temporary folder)")
     parser.add_argument("--out", type=Path, default=None, help="write every grade and the figures as JSON here")
     args = parser.parse_args()
     params = load_params(ROOT / "params.yaml").judge
     rows = read_jsonl(args.labels)
     pairs = {r["record_id"]: pair_of(r) for r in rows}
-    controls = judge_controls.pick_controls(list(pairs.values()), len(pairs), params.seed)
+    controls = judge_controls.pick_controls(list(pairs.values()), args.controls, params.seed)
     backend = make_backend(params, {})
     cache_dir = args.cache or Path(tempfile.mkdtemp(prefix="judge-labels-"))
     try:
@@ -95,6 +96,7 @@ def main() -> None:
         grade = results[req.key]["verdict"]
         row["judged"] = bool(grade and grade["correct"])
         row["p_correct"] = grade and grade["p_correct"]
+        row["checks"] = grade and grade.get("checks")
     asked = len(todo) - stats.cache_hits
     print(f"judge {backend.model_id} design {args.design}: {len(rows)} labelled responses to {len(pairs)} records; "
           f"{asked} grades asked in {seconds:.0f} s" + (f" = {60 * asked / seconds:.1f} grades/min" if asked else ""))

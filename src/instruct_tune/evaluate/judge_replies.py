@@ -89,8 +89,10 @@ def grade_from_choices(first: list[Any], second: list[Any] | None, with_referenc
 
 
 # `correct` for a record without an exact answer when the judge's p(correct) exceeds this (the whole-response
-# prompt, judge_prompts.WHOLE_SYSTEM); chosen on the hand-labelled responses of tests/fixtures/judge_labels.jsonl.
-WHOLE_THRESHOLD = 0.5
+# prompt, judge_prompts.WHOLE_SYSTEM): the comparison prompt's CORRECT_THRESHOLD, fixed before measuring, since the
+# 1.5B judge leans to true there too. On the 130 hand-labelled responses (tests/fixtures/judge_labels.jsonl) kappa
+# is 0.38 at 0.5, 0.51 at 0.7 and at most 0.52 (at 0.75): the threshold is not what limits this judge (README).
+WHOLE_THRESHOLD = CORRECT_THRESHOLD
 
 
 def grade_from_whole(first: list[Any]) -> dict[str, Any]:
