@@ -9,8 +9,8 @@ README section "Is the judge fit for this data?"). This prints, for a judge desi
 - the controls (judge_controls.py) on the labelled records: own reference judged correct, a neighbour's judged wrong;
 - grades per minute (the judge alone, with an empty cache).
 
-    python bench/judge_labels.py                    # the judge as it is (a record without an exact answer: whole)
-    python bench/judge_labels.py --design copy      # the earlier design: copy the final answer, then compare
+    python bench/judge_labels.py                    # judge.free_text: copy (copy the final answer, then compare)
+    python bench/judge_labels.py --design whole     # judge.free_text: whole (the whole response beside the reference)
 
 Run it with nothing else on the machine: llama.cpp's threads busy-wait and slow ~10x beside other jobs.
 """
@@ -18,6 +18,7 @@ Run it with nothing else on the machine: llama.cpp's threads busy-wait and slow 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -26,7 +27,6 @@ from typing import Any
 
 from instruct_tune.evaluate import judge as J
 from instruct_tune.evaluate import judge_controls
-from instruct_tune.evaluate.judge_prompts import choice_steps, compare_messages, pointwise_messages
 from instruct_tune.evaluate.stats import agreement, kappa_ci
 from instruct_tune.io import read_jsonl
 from instruct_tune.llm.backends import make_backend
@@ -44,10 +44,7 @@ def pair_of(row: dict[str, Any]) -> J.Pair:
 
 def request(pair: J.Pair, response: str, params: Any, design: str) -> J.Request:
     """The judge's request for one response: as the judge asks it now, or by the copy-then-compare design."""
-    if design == "copy":
-        return J.Request("choices", pointwise_messages(pair.instruction, pair.input, None, response, "choices"), True,
-                         choice_steps(pair.reference), compare_messages(pair.instruction, pair.input, pair.reference))
-    return J.pointwise_request(pair, response, params, "choices")
+    return J.pointwise_request(pair, response, dataclasses.replace(params, free_text=design), "choices")
 
 
 def with_key(r: J.Request, params: Any, judge_id: str) -> J.Request:
@@ -68,7 +65,7 @@ def kappa_line(name: str, rows: list[dict[str, Any]], samples: int) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--labels", type=Path, default=LABELS)
-    parser.add_argument("--design", choices=("current", "copy"), default="current")
+    parser.add_argument("--design", choices=("copy", "whole"), default="copy", help="judge.free_text")
     parser.add_argument("--controls", type=int, default=20, help="records of the fixture to grade controls for")
     parser.add_argument("--cache", type=Path, default=None, help="judge cache (default: a fresh temporary folder)")
     parser.add_argument("--out", type=Path, default=None, help="write every grade and the figures as JSON here")

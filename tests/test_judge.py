@@ -1148,10 +1148,16 @@ def test_request_key_covers_what_decides_a_judgment() -> None:
     assert key(of=other_ref, scoring="choices") != choices
     # a record without an exact answer is graded whole, in one prompt that shows the reference: it keys the grade
     free = [J.Pair("q1", "Give a word that rhymes with 'cat'.", "", ref, pair.responses) for ref in ("hat", "bat")]
-    whole = [J.pointwise_request(x, "It is 56.", p, "choices") for x in free]
+    # (judge.free_text: whole; the default, copy, copies the final answer as for any record)
+    assert J.pointwise_request(free[0], "It is 56.", p, "choices").kind == "choices"
+    whole_params = JudgeParams(free_text="whole")
+    whole = [J.pointwise_request(x, "It is 56.", whole_params, "choices") for x in free]
     assert {r.kind for r in whole} == {"whole"} and whole[0].compare is None and whole[0].steps == JP.WHOLE_STEPS
-    assert len({key(of=x, scoring="choices") for x in free} | {choices}) == 3
-    assert key(of=free[0], scoring="choices", params=JudgeParams(temperature=0.5)) == key(of=free[0], scoring="choices")
+    assert len({key(whole_params, of=x, scoring="choices") for x in free} | {key(of=free[0], scoring="choices")}) == 3
+    assert key(JudgeParams(free_text="whole", temperature=0.5), of=free[0], scoring="choices") == \
+        key(whole_params, of=free[0], scoring="choices")
+    # the param itself keys nothing: a record with an exact answer is asked the same either way
+    assert key(whole_params, scoring="choices") == choices
     # the record's short answer: shown only in the second prompt, so it keys choices and not a written grade
     short = [J.Pair("q1", "What is 7 times 8?", "", "56", pair.responses, answer=a) for a in ("56", "fifty-six")]
     assert len({key(of=x, scoring="choices") for x in short}) == 2

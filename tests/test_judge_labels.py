@@ -36,14 +36,18 @@ def test_the_fixture_is_at_least_100_responses_half_open_ended_from_both_models_
         assert sorted(r["model"] for r in rows) == ["base", "full"]
 
 
-def test_every_labelled_response_is_graded_whole_against_its_reference() -> None:
-    """No record of the fixture has an exact answer: the judge grades each with the whole-response prompt, which
-    shows the instruction, input, reference and response, and asks `correct` first."""
+def test_labelled_responses_are_graded_by_the_chosen_design() -> None:
+    """No record of the fixture has an exact answer. judge.free_text: copy (the default) copies the final answer
+    from the response alone, then compares it with the reference; whole shows instruction, input, reference and
+    response in one prompt and asks `correct` first."""
     for r in ROWS:
         pair = J.Pair(r["record_id"], r["instruction"], r["input"], r["reference"], (r["response"], r["response"]))
-        request = J.pointwise_request(pair, r["response"], JudgeParams(), "choices")
-        assert request.kind == "whole" and request.steps == JP.WHOLE_STEPS and request.compare is None
-        user = request.messages[-1]["content"]
+        copy = J.pointwise_request(pair, r["response"], JudgeParams(), "choices")
+        assert copy.kind == "choices" and "Reference answer" not in copy.messages[-1]["content"]
+        assert copy.compare is not None and r["reference"] in copy.compare[-1]["content"]
+        whole = J.pointwise_request(pair, r["response"], JudgeParams(free_text="whole"), "choices")
+        assert whole.kind == "whole" and whole.steps == JP.WHOLE_STEPS and whole.compare is None
+        user = whole.messages[-1]["content"]
         assert r["reference"] in user and f"<<<RESPONSE>>>\n{r['response']}\n<<<END RESPONSE>>>" in user
 
 

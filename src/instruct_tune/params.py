@@ -94,6 +94,7 @@ GgufType = Literal["f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_0"]  # llama.c
 JudgeBackend = Literal["local", "openai"]
 JudgeMode = Literal["pointwise", "pairwise"]
 JudgeScoring = Literal["auto", "choices", "generate"]
+JudgeFreeText = Literal["copy", "whole"]
 
 _SECTION = ConfigDict(extra="forbid")  # a key that is not a field is an error
 
@@ -296,6 +297,11 @@ class JudgeParams:
     revision: Str | None = None  # hf: models only (a commit, tag or branch)
     mode: JudgeMode = "pointwise"  # pointwise (each response graded alone against the reference) | pairwise
     scoring: JudgeScoring = "auto"  # choices (score-token probabilities, local only) | generate | auto
+    # `choices` scoring of a record without an exact answer: copy its final answer, then compare it with the
+    # reference (copy), or grade the whole response beside the reference in one prompt (whole; README, "Is the
+    # judge fit for this data?": better on open-ended answers, worse on short ones)
+    # operational: the two designs send different prompts, so the requests' own keys already tell them apart
+    free_text: JudgeFreeText = operational("copy")
     base_url: Str = "http://localhost:11434/v1"
     api_key_env: Str = operational("OPENAI_API_KEY")  # the NAME of the variable holding the key, never the key
     concurrency: Positive = operational(4)

@@ -237,9 +237,10 @@ def pointwise_request(pair: Pair, response: str, params: JudgeParams, scoring: s
     reference = pair.reference if params.use_reference else None
     with_reference = reference is not None
     messages = pointwise_messages(pair.instruction, pair.input, reference, response, scoring)
-    if scoring == "choices" and with_reference and not pair.answer:
-        # No exact answer (free text: a sentence, a rewrite, one of many valid answers): the whole response is
-        # compared with the reference; copying "the final answer" compares the wrong things there.
+    if scoring == "choices" and with_reference and not pair.answer and params.free_text == "whole":
+        # No exact answer, and judge.free_text: whole (open-ended data: a sentence, a rewrite, one of many valid
+        # answers): the whole response beside the reference, where copying "the final answer" compares the wrong
+        # things. Measured against hand labels in README, "Is the judge fit for this data?".
         return Request("whole", whole_messages(pair.instruction, pair.input, reference, response), True,
                        WHOLE_STEPS)
     if scoring == "choices":
