@@ -310,7 +310,7 @@ class JudgeParams:
     temperature: NonNegative = 0.0
     both_orders: Bool = operational(True)  # pairwise: which orders are asked, not what one order's verdict is
     max_pairs: Positive | None = operational(30)  # a seeded random subset of this many test records (None: all)
-    controls: Count = operational(10)  # records whose own and a neighbour's reference are graded as controls (0: off)
+    controls: Count = operational(8)  # records whose own and a neighbour's reference are graded as controls (0: off)
     n_ctx: Context = 4096
     n_threads: Count = operational(0)  # 0: every core
     bootstrap_samples: Bootstrap = operational(2000)

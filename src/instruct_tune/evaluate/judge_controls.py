@@ -28,10 +28,10 @@ from instruct_tune.tasks.matching import lenient_match
 
 KINDS = ("own", "neighbour")
 # Below either figure REPORT.md warns that the judge's verdict is not to be quoted. Controls are the easiest grades
-# there are (the reference itself, and an answer to another question), so a judge fit to grade misses almost none:
-# the 1.5B default gets 1.0 on the built-in tasks (where its kappa against verification is 0.79) and on the
-# 2,000-instruction study; the bundled SmolLM2-135M smoke judge, which agrees with verification at chance level,
-# gets about 0.5 (README: "Is the judge fit for this data?").
+# there are (the reference itself, and an answer to another question), so a judge that misgrades one in ten of them
+# is not reading the answers. Passing is necessary, not sufficient: on the 130 hand-labelled responses the 1.5B
+# default judge got 19 of 20 own and 19 of 20 neighbour controls right (AUC 0.955) with a kappa of only 0.51 against
+# the labels (judge.free_text: whole; README, "Is the judge fit for this data?").
 CONTROL_TRUSTED = 0.9
 HEADLINE = ("n_controls", "control_right", "control_right_ci_low", "control_right_ci_high", "control_auc",
             "control_auc_ci_low", "control_auc_ci_high")  # the keys in metrics/judge.json
