@@ -209,7 +209,8 @@ def test_a_failing_judge_exits_2_and_its_rerun_asks_only_for_what_failed(tmp_pat
     with FakeOpenAI(reply, error_message="scripted error {status}") as server:
         (tmp_path / "params.yaml").write_text(
             f"judge:\n  backend: openai\n  model: judge-model\n  api_key_env: JUDGE_TEST_KEY\n  base_url: "
-            f"{server.base_url}\n  concurrency: 1\n  max_retries: 0\n  timeout_s: 5\n")
+            f"{server.base_url}\n  concurrency: 1\n  max_retries: 0\n  timeout_s: 5\n"
+            "  controls: 0\n")  # the models' 8 grades only (control failures: test_judge_controls)
         first = run_judge_stage(tmp_path)
         print("all-500 run:", first.returncode, first.stderr.strip().splitlines()[-1])
         assert first.returncode == 2 and server.requests == 8

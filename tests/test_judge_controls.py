@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,3 +80,18 @@ def test_without_a_reference_shown_the_factual_score_decides() -> None:
     assert headline["control_right"] == 1.0
     assert C.summarise([], [], 200, 0)[0] == {**dict.fromkeys(C.HEADLINE), "n_controls": 0}
     assert C.trusted(C.summarise([], [], 200, 0)[0]) is None
+
+
+def test_failed_control_grades_count_as_failed_judge_requests(tmp_path: Path) -> None:
+    """A judge that fails its controls fails the stage like one that fails the models' grades (more than 10%)."""
+    from instruct_tune.errors import UserError
+    from instruct_tune.evaluate.judge import check_failures
+
+    controls = C.pick_controls(PAIRS, 5, seed=0)
+    grades: list[dict[str, Any] | None] = [grade(c.kind == "own", 10) for c in controls]
+    _, details = C.summarise(controls, grades, 100, 0)
+    check_failures([], tmp_path, {"controls": details})  # none failed
+    grades[0] = grades[3] = None  # 2 of 10
+    _, details = C.summarise(controls, grades, 100, 0)
+    with pytest.raises(UserError, match=r"2 of 10 judge requests failed \(20%.*control: no grade"):
+        check_failures([], tmp_path, {"controls": details})

@@ -101,7 +101,7 @@ class ScriptedServer(FakeOpenAI):
 
 def openai_params(base_url: str, **kw: Any) -> JudgeParams:
     defaults = dict(backend="openai", base_url=base_url, model="judge-model", api_key_env="JUDGE_TEST_KEY",
-                    timeout_s=5.0, max_retries=0, concurrency=1)
+                    timeout_s=5.0, max_retries=0, concurrency=1, controls=0)  # the models' grades only: exact counts
     return JudgeParams(**{**defaults, **kw})
 
 

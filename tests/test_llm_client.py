@@ -77,7 +77,8 @@ def judge_run(tmp_path: Path, fake: Fake, **params: Any) -> tuple[list[dict[str,
         write_jsonl(folder / f"{name}.jsonl", [{"id": r[0], "instruction": r[1], "input": r[2], "reference": r[3],
                                                 "response": r[col]} for r in RECORDS])
     J.judge_generations(folder / "tuned.jsonl", folder / "base.jsonl", ("tuned", "base"),
-                        JudgeParams(max_pairs=None, **params), tmp_path / "cache", backend=fake, progress=False)
+                        JudgeParams(max_pairs=None, controls=0, **params), tmp_path / "cache", backend=fake,
+                        progress=False)  # controls: 0, so the entries and messages are exactly the old code's
     return read_jsonl(tmp_path / "cache" / "judgments.jsonl"), fake
 
 
