@@ -54,7 +54,7 @@ class Fake:
 
 
 class FakeChooser(Fake):
-    def choose(self, messages: list[dict[str, str]], steps: list[tuple[str, Any]]) -> list[Any]:
+    def choose(self, messages: list[dict[str, str]], steps: list[tuple[str, Any]], shared: str = "") -> list[Any]:
         self.sent.append([messages, steps])
         response = messages[-1]["content"].split("<<<RESPONSE>>>\n", 1)[-1].split("\n<<<END RESPONSE>>>")[0]
         return [None if isinstance(s, dict) else response.rstrip(".") if isinstance(s, int)
@@ -141,13 +141,16 @@ PINNED = {
                   "1611c2fa2754deb5b13c79411bc8774db91494806120e1771c998485d21c3412",
                   "9256ec62788acb93a05336e671bf3bc979054ed2441072c60d6dc6f628431273",
                   "2394f240d428c3270c2ffa19b0120556cf6df551d0fc0292b7e07f853f49849b"),
-    "choices": ("f1e99dfbc957ae38177d09c902747949a35a6b6d219372ebde37963ceb17fd1a",
-                 "8c83e147160ea1a2a2224b08f7cb9319ca5868c7e0b4740e36b1bbcd2c6bd700",
-                 "dfd944d9b7c1e535482c9f2aaa6bb111667db1d0dc2f41bba553dcb79aad861b",
+    # The local judge now evaluates each prompt's record part as its own batch (shared by a record's grades), which
+    # moves its logits a little: `choices` keys carry that split, so they and the entries changed on purpose (were
+    # f1e99dfb... and f8bf0512...); the messages sent are still the old code's.
+    "choices": ("9c240f44791c57779a39239cd3949f3370e482907d77b3351c335f73a0cc4234",
+                 "4e558323a13865b0ce0e6ca8f27bc540edb98123f72b0c85fc69d4d6a64ed74f",
+                 "31ab03ed6271a600e3bcdeb88fc756ace5b0c696d3875ebf7407a8c0115cb27f",
                  "ca4428804883eb14148252a3141b794cc4aae91d38c7ffc79701a9def9077f69"),
-    "choices_no_reference": ("f8bf05120bb0a88a7fff93c052e8a3b23575b2ad211fe2942469f43073b37e6c",
-                              "ca5e37a2228d6f376917be2dd3478f31920522abb93c517fa4ecb88ad7df8d60",
-                              "ac1099606039caaf7f95b9690b67e9a83c9b20d56ae46c1b740f9d0377ad9fc6",
+    "choices_no_reference": ("0450363f9270c0d779fcdb76935c55d06b713ccc565d0e3816e2a3631fe06be2",
+                              "d169cfb30597d7479eaae42a39cacc64084ecdeeb8bdd724f9d25852d7bb5dde",
+                              "45cff09de9aed313604060d308924192dfb949360250cf73babd3587dd49c2bf",
                               "20945009294b24d179691b795e3bb779e533a90cb81d841d1f350623f61f7b2d"),
     "pairwise": ("e62d1c8ed88322b8457e0b8433004c04eac5ba88eb22545fa895fc0b08feb74e",
                   "e7ae6d01c7893370c93aeddba2f8d8ebd64837d67d0fcf42fc2fc70488822ace",

@@ -150,7 +150,7 @@ def request_key(request: Request, params: JudgeParams, judge_id: str, schema: di
     of the params: those that cannot apply (a `choices` request is read from probabilities, never sampled)."""
     forced = request.kind in ("choices", "whole")  # read from probabilities, never sampled
     skip = ("temperature", "max_tokens", "seed") if forced else ()
-    return llm_client.request_key({
+    decided_by = {
         "kind": request.kind,
         "messages": request.messages,
         "schema": None if forced else schema,
@@ -158,7 +158,10 @@ def request_key(request: Request, params: JudgeParams, judge_id: str, schema: di
         "compare": [request.compare, prompts.COMPARE_STEPS] if request.compare else None,
         "judge": judge_id,
         "params": llm_client.keyed_params(params, skip),
-    })
+    }
+    if forced:  # the local judge evaluates each prompt's record part as its own batch, which moves its logits a little
+        decided_by["record_parts"] = [prompts.record_part(m) for m in (request.messages, request.compare or [])]
+    return llm_client.request_key(decided_by)
 
 
 def reply_parser(request: Request) -> Callable[[str], dict[str, Any]]:
@@ -176,7 +179,8 @@ def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats
     if request.kind == "whole":
         stats.add_calls(1)
         try:
-            first = backend.choose(request.messages, request.steps)  # type: ignore[attr-defined]
+            first = backend.choose(request.messages, request.steps,  # type: ignore[attr-defined]
+                                   shared=prompts.record_part(request.messages))
         except JudgmentFailed as exc:
             return {"raw": [], "verdict": None, "error": str(exc), "cacheable": exc.cacheable}
         return {"raw": [json.dumps(first, sort_keys=True)], "verdict": grade_from_whole(first), "error": None,
@@ -184,13 +188,15 @@ def ask(backend: Backend, request: Request, params: JudgeParams, stats: RunStats
     if request.kind == "choices":
         stats.add_calls(1)
         try:
-            first = backend.choose(request.messages, request.steps)  # type: ignore[attr-defined]
+            first = backend.choose(request.messages, request.steps,  # type: ignore[attr-defined]
+                                   shared=prompts.record_part(request.messages))
             second = None
             if request.compare is not None and read_an_answer(str(first[0]), response_of(request.messages)):
                 stats.add_calls(1)
                 answer = neutralise(" ".join(str(first[0]).split()))  # one line: a copy cannot add lines
                 messages = [{**m, "content": m["content"].replace(FINAL_ANSWER, answer)} for m in request.compare]
-                second = backend.choose(messages, prompts.COMPARE_STEPS)  # type: ignore[attr-defined]
+                second = backend.choose(messages, prompts.COMPARE_STEPS,  # type: ignore[attr-defined]
+                                        shared=prompts.record_part(messages))
         except JudgmentFailed as exc:
             return {"raw": [], "verdict": None, "error": str(exc), "cacheable": exc.cacheable}
         return {"raw": [json.dumps([first, second], sort_keys=True)],

@@ -83,6 +83,21 @@ COMPARE_SYSTEM = COMPARE_RULES + "\n\nExamples:\n\n" + "\n\n".join(
 
 FINAL_ANSWER = "\x00FINAL_ANSWER\x00"  # where the copied answer goes in the comparison prompt
 
+# Where the record's own lines end in a grading prompt's user turn: before the response (reading, whole-response
+# grading) or before the proposed answer (comparing). Everything before is the same for every grade of a record
+# (base, tuned, the controls), and the local judge evaluates it once per record instead of once per grade. The
+# last occurrence counts: untrusted text cannot hold the first marker (neutralise) and the copied answer, one line,
+# cannot hold the second.
+RECORD_ENDS = ("\n\n<<<RESPONSE>>>\n", "\nProposed answer: ")
+
+
+def record_part(messages: list[dict[str, str]]) -> str:
+    """The start of the user turn that every grade of the same record shares ("" if none)."""
+    if len(messages) < 2 or messages[0]["role"] != "system":
+        return ""
+    content = messages[1]["content"]
+    return max((content[:content.rfind(end)] for end in RECORD_ENDS if end in content), key=len, default="")
+
 
 def _score_schema() -> dict[str, Any]:
     return {"type": "integer", "enum": list(range(MAX_SCORE + 1))}  # llama.cpp's grammar has no min/max

@@ -90,6 +90,10 @@ class LocalBackend:
     python's own reuse of "the longest prefix shared with the previous prompt" would make a verdict
     depend on the prompt judged before it: different batching shifts the logits enough to flip a
     near-tied greedy choice. A fixed split point keeps each verdict a function of its prompt alone.)
+    `choose` may also be told the start of the user turn that several prompts share (`shared`: a record's
+    instruction and reference, graded for the base and the tuned response and the controls): it is always
+    evaluated as its own batch, right after the system turn, and kept while the next prompt shares it, so each
+    grade is still a function of its prompt (and that split) alone.
     """
 
     max_workers = 1  # one Llama context is not thread-safe
@@ -108,6 +112,8 @@ class LocalBackend:
         # One llama.cpp context per system turn (at most MAX_CONTEXTS, least recently used first), each
         # keeping that turn's KV cache: the grading and comparing prompts alternate without recomputing it.
         self._contexts: dict[tuple[int, ...], Any] = {}
+        # Per context, the shared user-turn tokens evaluated right after its system turn (see `choose`).
+        self._shared: dict[tuple[int, ...], tuple[int, ...]] = {}
 
     def _new_context(self) -> Any:
         from llama_cpp import Llama
@@ -142,25 +148,37 @@ class LocalBackend:
         The template is rendered around sentinels, then split: template text is tokenized with special
         tokens enabled, message contents as plain text.
         """
+        tokens, prefix_end, _ = self._segments(messages, "")
+        return tokens, prefix_end
+
+    def _segments(self, messages: list[dict[str, str]], shared: str) -> tuple[list[int], int, int]:
+        """As `_tokens`, and where the user turn's `shared` start ends (its own tokens: tokenized apart from
+        the rest of the content); without one, that end is the system turn's."""
         sentinels = [f"\x00CONTENT{i}\x00" for i in range(len(messages))]
         prompt = self._format(messages=[{**m, "content": s} for m, s in zip(messages, sentinels)]).prompt
         tokens: list[int] = []
-        prefix_end = 0
+        prefix_end = shared_end = 0
         rest = prompt
         for i, (message, sentinel) in enumerate(zip(messages, sentinels)):
             before, found, rest = rest.partition(sentinel)
             if not found:
                 raise UserError(f"{self.path}: the chat template drops message {i} ({message['role']})")
             tokens += self._llm.tokenize(before.encode("utf-8"), add_bos=False, special=True)
+            content = message["content"]
             if i == 1 and messages[0]["role"] == "system":
-                prefix_end = len(tokens)  # the system turn and the template up to the user's content
-            tokens += self._llm.tokenize(message["content"].encode("utf-8"), add_bos=False, special=False)
+                prefix_end = shared_end = len(tokens)  # the system turn and the template up to the user's content
+                if shared and content.startswith(shared):
+                    tokens += self._llm.tokenize(shared.encode("utf-8"), add_bos=False, special=False)
+                    shared_end, content = len(tokens), content[len(shared):]
+            tokens += self._llm.tokenize(content.encode("utf-8"), add_bos=False, special=False)
         tokens += self._llm.tokenize(rest.encode("utf-8"), add_bos=False, special=True)
-        return tokens, prefix_end
+        return tokens, prefix_end, shared_end
 
-    def _start(self, tokens: list[int], prefix_end: int) -> None:
+    def _start(self, tokens: list[int], prefix_end: int, shared_end: int | None = None) -> None:
         """Make current the context that holds this prompt's system turn in its KV cache (computing it
-        the first time), positioned right after it; without a system turn, a fresh start."""
+        the first time), positioned right after it, or after the shared start of the user turn (tokens
+        prefix_end:shared_end, evaluated as one batch unless the previous prompt in this context shared it);
+        without a system turn, a fresh start."""
         prefix = tuple(tokens[:prefix_end])
         if not prefix_end:
             self._llm.reset()
@@ -169,13 +187,23 @@ class LocalBackend:
             if len(self._contexts) < MAX_CONTEXTS:
                 llm = self._llm if not self._contexts else self._new_context()
             else:
-                llm = self._contexts.pop(next(iter(self._contexts)))  # the least recently used
+                evicted = next(iter(self._contexts))  # the least recently used
+                llm = self._contexts.pop(evicted)
+                self._shared.pop(evicted, None)
             llm.reset()
             llm.eval(list(prefix))
             self._contexts[prefix] = llm
         llm = self._contexts.pop(prefix)
         self._contexts[prefix] = llm  # most recently used last
         llm.n_tokens = len(prefix)  # the next eval starts right after the system turn
+        shared = tuple(tokens[prefix_end:shared_end or prefix_end])
+        if shared and self._shared.get(prefix) == shared:
+            llm.n_tokens = prefix_end + len(shared)  # its KV cache is still there: nothing after it was kept
+        elif shared:
+            llm.eval(list(shared))
+            self._shared[prefix] = shared
+        else:
+            self._shared.pop(prefix, None)  # this prompt's own tokens will overwrite whatever was shared
         self._llm = llm
 
     def _check_fits(self, n_prompt: int, n_new: int) -> None:
@@ -199,7 +227,7 @@ class LocalBackend:
         )
         return reply["choices"][0]["text"] or ""
 
-    def choose(self, messages: list[dict[str, str]], steps: list[tuple[str, Any]]) -> list[Any]:
+    def choose(self, messages: list[dict[str, str]], steps: list[tuple[str, Any]], shared: str = "") -> list[Any]:
         """Teacher-forced decoding of a fixed reply skeleton after the prompt. Each step appends its text
         (plain text, never special tokens), then by its spec:
         - a list of options: reads the next-token distribution, keeps the options' probabilities
@@ -209,14 +237,16 @@ class LocalBackend:
         - {"user": content}: ends the assistant's turn there and adds a user turn with `content` (the
           template's markers as special tokens, the content as plain text); the result is None.
         Each option must be a single token of the judge's vocabulary. Every step depends only on the
-        prompt and the steps before it, so a grade is a function of its prompt alone.
+        prompt and the steps before it, so a grade is a function of its prompt alone. `shared`, a start of the
+        user turn's content that the next prompts may share, is evaluated once for all of them (see the class).
         """
         import llama_cpp
         import numpy as np
 
         llm = self._load()
-        tokens, prefix_end = self._tokens(messages)
-        self._start(tokens, prefix_end)
+        tokens, prefix_end, shared_end = self._segments(messages, shared)
+        self._check_fits(len(tokens), 1)
+        self._start(tokens, prefix_end, shared_end)
         llm = self._llm  # the context that holds this prompt's system turn
         pending = tokens[llm.n_tokens:]
         n_vocab = llm.n_vocab()
@@ -285,7 +315,7 @@ class LocalBackend:
     def close(self) -> None:
         for llm in {id(x): x for x in [self._llm, *self._contexts.values()] if x is not None}.values():
             llm.close()
-        self._llm, self._contexts = None, {}
+        self._llm, self._contexts, self._shared = None, {}, {}
 
 
 def strict_schema(schema: Any) -> Any:
