@@ -85,9 +85,10 @@ FINAL_ANSWER = "\x00FINAL_ANSWER\x00"  # where the copied answer goes in the com
 
 # Where the record's own lines end in a grading prompt's user turn: before the response (reading, whole-response
 # grading) or before the proposed answer (comparing). Everything before is the same for every grade of a record
-# (base, tuned, the controls), and the local judge evaluates it once per record instead of once per grade. The
-# last occurrence counts: untrusted text cannot hold the first marker (neutralise) and the copied answer, one line,
-# cannot hold the second.
+# (base, tuned, the controls), and the local judge evaluates it once per record instead of once per grade. The first
+# marker found decides: untrusted text cannot hold the response delimiter (neutralise), so a prompt that has it is a
+# reading prompt whatever its response says; a comparing prompt ends at the last "Proposed answer", since the copied
+# answer, one line, cannot hold that line start.
 RECORD_ENDS = ("\n\n<<<RESPONSE>>>\n", "\nProposed answer: ")
 
 
@@ -96,7 +97,7 @@ def record_part(messages: list[dict[str, str]]) -> str:
     if len(messages) < 2 or messages[0]["role"] != "system":
         return ""
     content = messages[1]["content"]
-    return max((content[:content.rfind(end)] for end in RECORD_ENDS if end in content), key=len, default="")
+    return next((content[:content.rfind(end)] for end in RECORD_ENDS if end in content), "")
 
 
 def _score_schema() -> dict[str, Any]:
